@@ -1,0 +1,31 @@
+# Everything runs from a project-local virtual environment built from requirements.txt.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
+
+.PHONY: demo test venv constraints clean
+
+demo: $(STAMP)
+	$(PY) -m batch_ai demo $(if $(PROVIDER),--provider $(PROVIDER))
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Re-freeze the full dependency set after changing a pin in requirements.txt.
+constraints:
+	rm -rf .venv-freeze && $(PYTHON) -m venv .venv-freeze
+	.venv-freeze/bin/pip install --quiet $$(grep -v '^-c' requirements.txt | grep -v '^#' | grep .)
+	.venv-freeze/bin/pip freeze > constraints.txt && rm -rf .venv-freeze
+
+clean:
+	rm -rf $(VENV) .airflow demo-output

@@ -1,0 +1,88 @@
+"""Start and stop the emulator as a child process (used by ``make demo`` and the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from provider_emulator.faults import FaultConfig
+
+
+class Emulator:
+    """``with Emulator() as emu: emu.settings["openai"]["base_url"]``"""
+
+    def __init__(self, faults: FaultConfig | dict | None = None, log_file: Path | None = None):
+        self.faults = FaultConfig.model_validate(faults or {})
+        self.log_file = log_file
+        self.proc: subprocess.Popen | None = None
+        self.settings: dict[str, Any] = {}
+
+    def start(self, timeout: float = 30) -> Emulator:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+        stderr = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "provider_emulator", "--faults", self.faults.model_dump_json()],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        line = self.proc.stdout.readline()  # the settings line, printed once listening
+        if not line:
+            self.stop()
+            raise RuntimeError(f"the provider emulator exited before it was ready (see {self.log_file or 'stderr'})")
+        self.settings = json.loads(line)
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/_emulator/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the provider emulator did not answer its health check in time")
+
+    @property
+    def base_url(self) -> str:
+        return self.settings["base_url"]
+
+    def set_faults(self, faults: FaultConfig | dict) -> None:
+        config = FaultConfig.model_validate(faults)
+        httpx.put(f"{self.base_url}/_emulator/faults", json=config.model_dump(), timeout=10).raise_for_status()
+
+    def fault_log(self) -> dict[str, dict[str, str]]:
+        return httpx.get(f"{self.base_url}/_emulator/fault-log", timeout=10).json()
+
+    def calls(self) -> dict[str, int]:
+        return httpx.get(f"{self.base_url}/_emulator/calls", timeout=10).json()
+
+    def airflow_env(self) -> dict[str, str]:
+        """Environment variables defining the Airflow connections that point at the emulator."""
+        conn = self.settings["openai"]["airflow_connection"]
+        return {"AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(conn)}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

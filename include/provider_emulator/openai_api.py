@@ -1,0 +1,441 @@
+"""OpenAI wire protocol: Files, Batches and Chat Completions, as the ``openai`` SDK expects them.
+
+Batches move through ``validating → in_progress → finalizing → completed`` over scaled time,
+computed from the clock whenever a batch is read, so no background thread is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from provider_emulator import model
+from provider_emulator.faults import ProviderFaults, line_fault
+
+PHASE_SECONDS = {"validating": 0.3, "in_progress": 1.0, "finalizing": 0.3}
+ALLOWED_ENDPOINTS = {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"}
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None, param=None):
+    return JSONResponse(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status
+    )
+
+
+@dataclass
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int
+
+    def obj(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
+
+
+@dataclass
+class StoredBatch:
+    id: str
+    input_file_id: str
+    endpoint: str
+    metadata: dict[str, str] | None
+    created_at: float
+    faults: ProviderFaults
+    total: int = 0
+    status: str = "validating"
+    errors: list[dict[str, Any]] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    times: dict[str, int] = field(default_factory=dict)
+    cancel_requested_at: float | None = None
+    done_lines: int = 0
+    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+    completed: int = 0
+    failed: int = 0
+
+
+class OpenAIEmulator:
+    def __init__(self, state) -> None:
+        self.state = state  # the shared emulator state: faults and the fault log
+        self.files: dict[str, StoredFile] = {}
+        self.batches: dict[str, StoredBatch] = {}
+        self.lock = threading.RLock()
+
+    @property
+    def faults(self) -> ProviderFaults:
+        return self.state.config.openai
+
+    # -- the model ---------------------------------------------------------------------
+
+    def complete(self, body: dict[str, Any], key: str, fault: str | None) -> dict[str, Any]:
+        """A chat.completion object for a request body."""
+        messages = body.get("messages") or []
+        user_text = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+        prompt_text = "\n".join(str(m.get("content", "")) for m in messages)
+        schema = (((body.get("response_format") or {}).get("json_schema")) or {}).get("schema") or {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+            "additionalProperties": False,
+        }
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
+        if fault == "refusal":
+            message["refusal"] = REFUSAL
+            content = REFUSAL
+        else:
+            output = model.answer(schema, user_text, key)
+            content = _malform(output, schema, fault) if fault else model.dumps(output)
+            message["content"] = content
+        usage_in, usage_out = model.estimate_tokens(prompt_text), model.estimate_tokens(content)
+        return {
+            "id": f"chatcmpl-{secrets.token_hex(12)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "unknown"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "usage": {
+                "prompt_tokens": usage_in,
+                "completion_tokens": usage_out,
+                "total_tokens": usage_in + usage_out,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_emulator",
+        }
+
+    # -- batches ------------------------------------------------------------------------
+
+    def advance(self, b: StoredBatch) -> None:
+        """Bring a batch's status up to date with the (scaled) clock."""
+        with self.lock:
+            if b.status in ("completed", "failed", "expired", "cancelled"):
+                return
+            now = time.time()
+            scale = b.faults.time_scale
+            t_valid = b.created_at + PHASE_SECONDS["validating"] * scale
+            t_run = t_valid + PHASE_SECONDS["in_progress"] * scale
+            t_final = t_run + PHASE_SECONDS["finalizing"] * scale
+            if b.cancel_requested_at is not None:
+                if now >= b.cancel_requested_at + PHASE_SECONDS["finalizing"] * scale:
+                    done = self._progress(b, b.cancel_requested_at, t_valid, t_run)
+                    self._finish(b, "cancelled", done, "batch_cancelled")
+                return
+            if now < t_valid:
+                return
+            if b.status == "validating":
+                problems = self._validate_input(b)
+                if problems or b.faults.job_outcome == "failed_validation":
+                    b.errors = problems or [
+                        {"code": "invalid_request", "message": "The input file could not be processed.", "param": None, "line": None}
+                    ]
+                    b.status = "failed"
+                    b.times["failed_at"] = int(t_valid)
+                    return
+                b.status = "in_progress"
+                b.times["in_progress_at"] = int(t_valid)
+            if b.faults.job_outcome == "expired" and now >= t_run:
+                done = int(b.total * b.faults.expire_done_fraction)
+                self._finish(b, "expired", done, "batch_expired")
+                return
+            if now >= t_run and b.status == "in_progress":
+                b.status = "finalizing"
+                b.times["finalizing_at"] = int(t_run)
+            if now >= t_final:
+                self._finish(b, "completed", b.total, None)
+
+    def _progress(self, b: StoredBatch, at: float, start: float, end: float) -> int:
+        if at <= start:
+            return 0
+        return min(b.total, int(b.total * (at - start) / max(end - start, 1e-9)))
+
+    def _validate_input(self, b: StoredBatch) -> list[dict[str, Any]]:
+        f = self.files.get(b.input_file_id)
+        if f is None:
+            return [{"code": "invalid_file", "message": f"File {b.input_file_id} not found.", "param": "input_file_id", "line": None}]
+        problems, seen = [], set()
+        lines = f.data.decode("utf-8", "replace").splitlines()
+        if len(lines) > MAX_REQUESTS or len(f.data) > MAX_BYTES:
+            return [{"code": "too_many_requests", "message": "The input file exceeds the batch limits.", "param": None, "line": None}]
+        for n, line in enumerate(lines, start=1):
+            try:
+                item = json.loads(line)
+                cid = item["custom_id"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                problems.append({"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.", "param": None, "line": n})
+                continue
+            if cid in seen:
+                problems.append({"code": "duplicate_custom_id", "message": f"The custom_id {cid} is duplicated.", "param": "custom_id", "line": n})
+            seen.add(cid)
+            if item.get("url") != b.endpoint:
+                problems.append({"code": "mismatched_endpoint", "message": f"The url of line {n} does not match the batch endpoint.", "param": "url", "line": n})
+            if item.get("method") != "POST":
+                problems.append({"code": "invalid_method", "message": "Only POST is supported.", "param": "method", "line": n})
+        b.total = len(lines)
+        return problems[:100]
+
+    def _finish(self, b: StoredBatch, status: str, done: int, unfinished_code: str | None) -> None:
+        f = self.files[b.input_file_id]
+        items = [json.loads(line) for line in f.data.decode().splitlines()]
+        out_lines, err_lines = [], []
+        for i, item in enumerate(items):
+            cid = item["custom_id"]
+            rid = f"batch_req_{secrets.token_hex(12)}"
+            if i >= done:
+                err_lines.append({"id": rid, "custom_id": cid, "response": None, "error": {
+                    "code": unfinished_code,
+                    "message": "This request could not be executed before the batch ended.",
+                }})
+                continue
+            fault = line_fault(b.faults, cid)
+            if fault:
+                self.state.log_fault("openai", cid, fault)
+            if fault == "line_error":
+                status_code = b.faults.line_error_status
+                err_lines.append({"id": rid, "custom_id": cid, "error": None, "response": {
+                    "status_code": status_code,
+                    "request_id": secrets.token_hex(16),
+                    "body": {"error": {
+                        "message": "The server had an error while processing your request." if status_code >= 500 else "Rate limit reached.",
+                        "type": "server_error" if status_code >= 500 else "requests",
+                        "param": None,
+                        "code": None,
+                    }},
+                }})
+                continue
+            body = self.complete(item.get("body") or {}, cid, fault)
+            b.usage["input_tokens"] += body["usage"]["prompt_tokens"]
+            b.usage["output_tokens"] += body["usage"]["completion_tokens"]
+            out_lines.append({"id": rid, "custom_id": cid, "error": None, "response": {
+                "status_code": 200, "request_id": secrets.token_hex(16), "body": body,
+            }})
+        if b.faults.shuffle:
+            model.rng_for(b.id, str(b.faults.seed)).shuffle(out_lines)
+            model.rng_for(b.id, f"{b.faults.seed}:errors").shuffle(err_lines)
+        now = int(time.time())
+        if out_lines:
+            b.output_file_id = self._store(f"batch_{b.id}_output.jsonl", "batch_output", out_lines).id
+        if err_lines:
+            b.error_file_id = self._store(f"batch_{b.id}_error.jsonl", "batch_output", err_lines).id
+        # Lines the batch never reached are neither completed nor failed.
+        b.completed = len(out_lines)
+        b.failed = sum(1 for e in err_lines if e["response"] is not None)
+        b.status = status
+        b.times[{"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}[status]] = now
+        if status == "completed":
+            b.times.setdefault("finalizing_at", now)
+
+    def _store(self, filename: str, purpose: str, lines: list[dict[str, Any]]) -> StoredFile:
+        data = b"".join(json.dumps(x, ensure_ascii=False).encode() + b"\n" for x in lines)
+        f = StoredFile(f"file-{secrets.token_hex(12)}", filename, purpose, data, int(time.time()))
+        self.files[f.id] = f
+        return f
+
+    def batch_obj(self, b: StoredBatch) -> dict[str, Any]:
+        self.advance(b)
+        return {
+            "id": b.id,
+            "object": "batch",
+            "endpoint": b.endpoint,
+            "model": None,
+            "errors": {"object": "list", "data": b.errors} if b.errors else None,
+            "input_file_id": b.input_file_id,
+            "completion_window": "24h",
+            "status": b.status,
+            "output_file_id": b.output_file_id,
+            "error_file_id": b.error_file_id,
+            "created_at": int(b.created_at),
+            "in_progress_at": b.times.get("in_progress_at"),
+            "expires_at": int(b.created_at) + 24 * 3600,
+            "finalizing_at": b.times.get("finalizing_at"),
+            "completed_at": b.times.get("completed_at"),
+            "failed_at": b.times.get("failed_at"),
+            "expired_at": b.times.get("expired_at"),
+            "cancelling_at": int(b.cancel_requested_at) if b.cancel_requested_at else None,
+            "cancelled_at": b.times.get("cancelled_at"),
+            "request_counts": {"total": b.total, "completed": b.completed, "failed": b.failed},
+            "usage": {
+                "input_tokens": b.usage["input_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": b.usage["output_tokens"],
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": b.usage["input_tokens"] + b.usage["output_tokens"],
+            },
+            "metadata": b.metadata,
+        }
+
+
+def _malform(output: dict[str, Any], schema: dict[str, Any], kind: str) -> str:
+    """A realistic bad answer of the given kind."""
+    props = schema.get("properties", {})
+    text_fields = [k for k, v in props.items() if v.get("type") == "string" and "enum" not in v and not k.endswith("id") and k != "language"]
+    enum_fields = [k for k, v in props.items() if "enum" in v]
+    id_fields = [k for k in props if k.endswith("_id") or k == "id"]
+    out = dict(output)
+    if kind == "non_json":
+        text = model.dumps(out)
+        return text[: max(1, len(text) // 2)]  # cut off mid-answer, as a truncated generation would be
+    if kind == "missing_field" and out:
+        out.pop(next(iter(schema.get("required", out)), next(iter(out))), None)
+    elif kind == "bad_enum" and enum_fields:
+        out[enum_fields[0]] = "unsure"
+    elif kind == "html" and text_fields:
+        out[text_fields[0]] = f"<b>{out[text_fields[0]]}</b><script>alert('x')</script>"
+    elif kind == "overlong" and text_fields:
+        out[text_fields[0]] = (str(out[text_fields[0]]) + " ") * 40
+    elif kind == "wrong_id" and id_fields:
+        out[id_fields[0]] = f"{out[id_fields[0]]}-X"
+    return model.dumps(out)
+
+
+def router(emu: OpenAIEmulator) -> APIRouter:
+    r = APIRouter(prefix="/v1")
+
+    @r.post("/files")
+    async def create_file(file: UploadFile, request: Request):
+        form = await request.form()
+        purpose = str(form.get("purpose", ""))
+        if purpose not in ("batch", "fine-tune", "assistants", "vision", "user_data", "evals"):
+            return error(400, f"Invalid purpose: {purpose!r}", param="purpose")
+        data = await file.read()
+        with emu.lock:
+            f = StoredFile(f"file-{secrets.token_hex(12)}", file.filename or "upload.jsonl", purpose, data, int(time.time()))
+            emu.files[f.id] = f
+        return f.obj()
+
+    @r.get("/files")
+    def list_files(purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc"):
+        with emu.lock:
+            files = sorted(emu.files.values(), key=lambda f: (f.created_at, f.id), reverse=(order == "desc"))
+        if purpose:
+            files = [f for f in files if f.purpose == purpose]
+        return _page([f.obj() for f in files], limit, after)
+
+    @r.get("/files/{file_id}")
+    def get_file(file_id: str):
+        f = emu.files.get(file_id)
+        return f.obj() if f else error(404, f"No such File object: {file_id}", param="id")
+
+    @r.delete("/files/{file_id}")
+    def delete_file(file_id: str):
+        with emu.lock:
+            f = emu.files.pop(file_id, None)
+        if f is None:
+            return error(404, f"No such File object: {file_id}", param="id")
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    @r.get("/files/{file_id}/content")
+    def file_content(file_id: str):
+        f = emu.files.get(file_id)
+        if f is None:
+            return error(404, f"No such File object: {file_id}", param="id")
+        return Response(f.data, media_type="application/octet-stream")
+
+    @r.post("/batches")
+    async def create_batch(request: Request):
+        body = await request.json()
+        for required in ("input_file_id", "endpoint", "completion_window"):
+            if required not in body:
+                return error(400, f"Missing required parameter: '{required}'.", param=required)
+        if body["endpoint"] not in ALLOWED_ENDPOINTS:
+            return error(400, f"Invalid endpoint: {body['endpoint']}", param="endpoint")
+        if body["completion_window"] != "24h":
+            return error(400, "Invalid completion_window: only '24h' is supported.", param="completion_window")
+        metadata = body.get("metadata")
+        if metadata is not None and (
+            len(metadata) > 16 or any(len(k) > 64 or len(str(v)) > 512 for k, v in metadata.items())
+        ):
+            return error(400, "metadata: at most 16 pairs, keys up to 64 and values up to 512 characters.", param="metadata")
+        f = emu.files.get(body["input_file_id"])
+        if f is None:
+            return error(404, f"No such File object: {body['input_file_id']}", param="input_file_id")
+        if f.purpose != "batch":
+            return error(400, "The input file must be uploaded with purpose 'batch'.", param="input_file_id")
+        with emu.lock:
+            b = StoredBatch(
+                id=f"batch_{secrets.token_hex(12)}",
+                input_file_id=f.id,
+                endpoint=body["endpoint"],
+                metadata=metadata,
+                created_at=time.time(),
+                faults=emu.faults.model_copy(deep=True),
+                total=0,
+            )
+            emu.batches[b.id] = b
+        return emu.batch_obj(b)
+
+    @r.get("/batches")
+    def list_batches(limit: int = 20, after: str | None = None):
+        with emu.lock:
+            batches = sorted(emu.batches.values(), key=lambda b: (b.created_at, b.id), reverse=True)
+        return _page([emu.batch_obj(b) for b in batches], min(max(limit, 1), 100), after)
+
+    @r.get("/batches/{batch_id}")
+    def get_batch(batch_id: str):
+        b = emu.batches.get(batch_id)
+        return emu.batch_obj(b) if b else error(404, f"No batch found with id '{batch_id}'.")
+
+    @r.post("/batches/{batch_id}/cancel")
+    def cancel_batch(batch_id: str):
+        b = emu.batches.get(batch_id)
+        if b is None:
+            return error(404, f"No batch found with id '{batch_id}'.")
+        emu.advance(b)
+        if b.status in ("completed", "failed", "expired", "cancelled"):
+            return error(409, f"Cannot cancel a batch with status '{b.status}'.")
+        with emu.lock:
+            if b.cancel_requested_at is None:
+                b.cancel_requested_at = time.time()
+                b.status = "cancelling"
+        return emu.batch_obj(b)
+
+    @r.post("/chat/completions")
+    async def chat_completions(request: Request):
+        body = await request.json()
+        if not body.get("model") or not body.get("messages"):
+            return error(400, "'model' and 'messages' are required.")
+        key = model.dumps(body.get("messages"))
+        fault = line_fault(emu.faults, key)
+        if fault == "line_error":
+            status = emu.faults.line_error_status
+            return error(status, "The server had an error while processing your request.", "server_error")
+        if fault:
+            emu.state.log_fault("openai", key[:64], fault)
+        return emu.complete(body, key, fault)
+
+    return r
+
+
+def _page(items: list[dict[str, Any]], limit: int, after: str | None) -> dict[str, Any]:
+    if after:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }

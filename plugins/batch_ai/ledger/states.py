@@ -1,0 +1,67 @@
+"""Record states and the transitions allowed between them.
+
+This module is the only place that knows the record life cycle. Every change of a
+record's state in the ledger goes through :func:`check_transitions`, and an illegal
+change raises :class:`IllegalTransition` naming the records involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"                    # accepted from the source, waiting for a batch
+    SUBMITTED = "submitted"              # part of a provider job that has not been collected
+    COMPLETED = "completed"              # valid output, not yet visible to customers
+    INVALID_OUTPUT = "invalid_output"    # the provider answered, the answer failed validation
+    PROVIDER_ERROR = "provider_error"    # the provider failed this line (error, expiry, missing)
+    REVIEW_REQUIRED = "review_required"  # waits for a person
+    PUBLISHED = "published"              # written to the sink
+    REJECTED = "rejected"                # a reviewer said no; never published
+    DEAD_LETTER = "dead_letter"          # malformed input; never sent to a provider
+
+
+#: ``None`` stands for "no record yet" (the first insert).
+ALLOWED: dict[State | None, frozenset[State]] = {
+    None: frozenset({State.QUEUED, State.DEAD_LETTER}),
+    State.QUEUED: frozenset({State.SUBMITTED}),
+    State.SUBMITTED: frozenset({State.COMPLETED, State.INVALID_OUTPUT, State.PROVIDER_ERROR}),
+    State.COMPLETED: frozenset({State.PUBLISHED, State.REVIEW_REQUIRED, State.QUEUED}),
+    # An invalid output is only re-run when its content changes; a new prompt or schema
+    # version is a new idempotency key, hence a new record.
+    State.INVALID_OUTPUT: frozenset({State.QUEUED, State.REVIEW_REQUIRED}),
+    State.PROVIDER_ERROR: frozenset({State.QUEUED, State.REVIEW_REQUIRED}),
+    State.REVIEW_REQUIRED: frozenset({State.COMPLETED, State.REJECTED, State.QUEUED}),
+    # Content changed at the source: the record goes round again.
+    State.PUBLISHED: frozenset({State.QUEUED}),
+    State.REJECTED: frozenset({State.QUEUED}),
+    # A malformed row is kept under a key made from its content; once fixed at the source
+    # it arrives as a new record under its real id, so a dead letter never moves on.
+    State.DEAD_LETTER: frozenset(),
+}
+
+#: States in which a record is waiting on nothing we control.
+TERMINAL = frozenset({State.PUBLISHED, State.REJECTED, State.DEAD_LETTER})
+#: States from which a changed source row sends the record round again.
+REQUEUE_ON_CHANGE = frozenset(s for s, targets in ALLOWED.items() if s and State.QUEUED in targets)
+
+
+class IllegalTransition(ValueError):
+    """A state change the life cycle does not allow."""
+
+
+def check_transitions(changes: Iterable[tuple[object, State | str | None, State | str]]) -> None:
+    """Raise if any ``(record, from_state, to_state)`` change is not allowed.
+
+    All offenders are named in one error, so a bad bulk update is diagnosed at once.
+    """
+    bad = []
+    for record, src, dst in changes:
+        src_state = State(src) if src is not None else None
+        if State(dst) not in ALLOWED[src_state]:
+            bad.append(f"record {record}: {src_state or 'new'} -> {State(dst)}")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise IllegalTransition(f"illegal state transition for {len(bad)} record(s): {shown}")

@@ -1,0 +1,213 @@
+"""Thin Airflow operators over :mod:`batch_ai.pipeline`, one per stage of a run."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from batch_ai import pipeline
+from batch_ai.ledger.store import Ledger
+from batch_ai.providers import BatchProvider, get_adapter
+from batch_ai.report import build_report, format_report
+from batch_ai.workloads import Workload, load_workload
+
+
+class WorkloadMixin:
+    """What every stage needs: the workload spec, the ledger, the adapter, the run."""
+
+    workload: str
+
+    @functools.cached_property
+    def wl(self) -> Workload:
+        return load_workload(self.workload)
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        return Ledger.connect()
+
+    @functools.cached_property
+    def adapter(self) -> BatchProvider:
+        return get_adapter(self.wl.spec.provider.name, self.wl.conn_id)
+
+    @staticmethod
+    def run_info(context) -> pipeline.RunInfo:
+        return pipeline.RunInfo(
+            run_id=context["run_id"],
+            ds=context["ds"],
+            data_interval_start=context.get("data_interval_start"),
+            data_interval_end=context.get("data_interval_end"),
+        )
+
+
+class WorkloadOperator(WorkloadMixin, BaseOperator):
+    template_fields: Sequence[str] = ("workload",)
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, workload: str, **kwargs):
+        super().__init__(**kwargs)
+        self.workload = workload
+
+
+class ExtractOperator(WorkloadOperator):
+    """Read the source for the run, account for every row, queue new work in the ledger."""
+
+    def execute(self, context) -> dict[str, Any]:
+        try:
+            return pipeline.extract(self.wl, self.ledger, self.run_info(context))
+        except pipeline.StageError as exc:
+            raise AirflowException(str(exc)) from None
+
+
+class SampleOperator(WorkloadOperator):
+    """Real-time calls on a few queued records; fails the run before any batch spend if they look wrong."""
+
+    def execute(self, context) -> dict[str, Any]:
+        try:
+            return pipeline.sample(self.wl, self.ledger, self.adapter, self.run_info(context))
+        except pipeline.StageError as exc:
+            raise AirflowException(str(exc)) from None
+
+
+class PlanJobsOperator(WorkloadOperator):
+    """Split queued records into provider jobs within the limits; returns one token per job."""
+
+    def execute(self, context) -> list[str]:
+        return pipeline.plan(self.wl, self.ledger, self.adapter, self.run_info(context))
+
+
+class _JobOperatorMixin:
+    """Operators that act on one provider job, named by its submission token."""
+
+    provider: ClassVar[str | None] = None  # set by the provider-specific subclasses
+
+    def _check_provider(self) -> None:
+        if self.provider and self.wl.spec.provider.name != self.provider:
+            raise AirflowException(
+                f"{type(self).__name__} is for {self.provider}, but workload {self.workload} "
+                f"uses {self.wl.spec.provider.name}"
+            )
+
+
+class BatchSubmitOperator(_JobOperatorMixin, WorkloadOperator):
+    """Submit one planned job; a retried or cleared task re-attaches to the job it created."""
+
+    template_fields: Sequence[str] = ("workload", "token")
+    ui_color = "#fce8b2"
+
+    def __init__(self, *, token: str, **kwargs):
+        kwargs.setdefault("retries", 2)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        kwargs.setdefault("retry_exponential_backoff", True)
+        super().__init__(**kwargs)
+        self.token = token
+
+    def execute(self, context) -> str | None:
+        self._check_provider()
+        return pipeline.submit(self.wl, self.ledger, self.adapter, self.token, self.run_info(context))
+
+
+class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
+    """Wait for a job to end, deferred to the triggerer by default; returns the job's final status.
+
+    Every terminal status ends the wait (partial results are collected next); only a wait
+    that cannot tell (timeout, repeated poll failures) fails the task.
+    """
+
+    template_fields: Sequence[str] = ("workload", "token")
+    ui_color = "#d2e3fc"
+
+    def __init__(self, *, workload: str, token: str, deferrable: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.workload = workload
+        self.token = token
+        self.deferrable = deferrable
+
+    def _provider_job_id(self) -> str:
+        job = self.ledger.job(self.token)
+        if not job.provider_job_id:
+            raise AirflowSkipException(f"job {self.token} was not submitted (nothing to wait for)")
+        return job.provider_job_id
+
+    def poke(self, context) -> PokeReturnValue:
+        info = self.adapter.get_job(self._provider_job_id())
+        self.log.info("job %s: %s %s", info.provider_job_id, info.raw_status, info.counts)
+        return PokeReturnValue(is_done=info.terminal, xcom_value=info.as_event() if info.terminal else None)
+
+    def execute(self, context) -> Any:
+        self._check_provider()
+        if not self.deferrable:
+            return super().execute(context)
+        provider_job_id = self._provider_job_id()
+        info = self.adapter.get_job(provider_job_id)
+        if info.terminal:
+            return self._ended(info.as_event())
+        p = self.wl.spec.provider
+        from batch_ai.triggers.batch import BatchJobTrigger
+
+        # BATCH_AI_POLL_INTERVAL_SECONDS caps polling for demos and tests against the emulator.
+        cap = float(os.environ.get("BATCH_AI_POLL_INTERVAL_SECONDS", "inf"))
+
+        self.defer(
+            trigger=BatchJobTrigger(
+                provider=p.name,
+                conn_id=self.wl.conn_id,
+                provider_job_id=provider_job_id,
+                poll_interval=min(p.poll_interval_seconds, cap),
+                max_poll_interval=min(p.max_poll_interval_seconds, cap),
+                timeout=p.wait_timeout_hours * 3600,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("outcome") == "error":
+            raise AirflowException(f"waiting for job {self.token} ({event.get('provider_job_id')}): {event['message']}")
+        return self._ended(event)
+
+    def _ended(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("job %s ended %s (%s) %s", event["provider_job_id"], event["status"], event["raw_status"], event.get("counts"))
+        if event.get("error"):
+            self.log.warning("job %s reports: %s", event["provider_job_id"], event["error"])
+        return event
+
+
+class CollectOperator(WorkloadOperator):
+    """Stream a finished job's results, validate every output, move every record on."""
+
+    template_fields: Sequence[str] = ("workload", "token")
+
+    def __init__(self, *, token: str, **kwargs):
+        super().__init__(**kwargs)
+        self.token = token
+
+    def execute(self, context) -> dict[str, Any]:
+        return pipeline.collect(self.wl, self.ledger, self.adapter, self.token, self.run_info(context))
+
+
+class PublishOperator(WorkloadOperator):
+    """Upsert completed records into the sink, atomically, and mark them published."""
+
+    def execute(self, context) -> dict[str, Any]:
+        from batch_ai.publish.sql_table import publish
+
+        s = self.wl.spec
+        return publish(self.ledger, pipeline.record_key(self.wl), s.sink, self.wl.output_schema, context["run_id"], pipeline.ACTOR)
+
+
+class ReportOperator(WorkloadOperator):
+    """Log the run report (and keep it in the ledger); fails if any extracted row is unaccounted for."""
+
+    def execute(self, context) -> dict[str, Any]:
+        report = build_report(self.wl, self.ledger, context["run_id"])
+        self.ledger.finish_run(self.workload, context["run_id"], report)
+        for line in format_report(report).splitlines():
+            self.log.info("%s", line)
+        if report["lost"] != 0:
+            raise AirflowException(f"{report['lost']} extracted row(s) are in no state: this is a bug, see the ledger")
+        return report

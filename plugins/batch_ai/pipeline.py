@@ -1,0 +1,367 @@
+"""The stages of one run, as plain functions over a workload, the ledger and an adapter.
+
+Operators are thin wrappers around these; tests can drive them too. Every stage is safe to
+re-run: its effects are keyed in the ledger, so a retried or cleared task picks up where
+the last attempt stopped instead of doing (or paying for) the work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from batch_ai.ledger.states import State
+from batch_ai.ledger.store import Change, IntakeRow, Ledger, RecordKey, utcnow
+from batch_ai.providers import BatchProvider
+from batch_ai.providers.base import ErrorKind, JobInfo, JobStatus, Prompt, RequestOptions, request_size
+from batch_ai.providers.capabilities import capabilities
+from batch_ai.validation.records import OutputValidator
+from batch_ai.workloads import Workload
+
+log = logging.getLogger(__name__)
+
+ACTOR = "batch_ai"
+
+
+class StageError(RuntimeError):
+    """A stage cannot go on; the message says why and what to do."""
+
+
+def record_key(w: Workload) -> RecordKey:
+    s = w.spec
+    return RecordKey(s.name, s.prompt.version, s.provider.model, s.output_schema.version)
+
+
+def request_options(w: Workload) -> RequestOptions:
+    p = w.spec.provider
+    return RequestOptions(
+        model=p.model,
+        output_schema=w.output_schema,
+        schema_name=f"{w.spec.output_schema.file.rsplit('/', 1)[0].rsplit('/', 1)[-1]}_{w.spec.output_schema.version}"[:64],
+        max_output_tokens=p.max_output_tokens,
+        temperature=p.temperature,
+    )
+
+
+def prompt_for(w: Workload, record_input: dict[str, Any]) -> Prompt:
+    system, user = w.render(record_input)
+    return Prompt(system, user)
+
+
+def content_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# -- extract ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    ds: str
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+
+
+def parse_row(w: Workload, number: int, line: str) -> IntakeRow:
+    """Check one source line; a bad one becomes a dead letter that names the row and the problem."""
+    src = w.spec.source
+
+    def dead(reason: str, data: Any, known_id: str | None = None) -> IntakeRow:
+        h = content_hash(data)
+        who = f"row {number}" + (f" ({src.id_field} {known_id})" if known_id else "")
+        # keyed by content: a malformed row has no trustworthy id of its own
+        return IntakeRow(number, f"!malformed-{h[:24]}", {"row": number, "raw": data}, h, f"{who}: {reason}")
+
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return dead(f"not valid JSON ({exc.msg} at char {exc.pos})", line[:2000])
+    if not isinstance(data, dict):
+        return dead(f"a JSON {type(data).__name__}, not an object", data)
+    raw_id = data.get(src.id_field)
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        return dead(f"no {src.id_field}", data)
+    if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+        return dead(f"{src.id_field} must be a string or integer, got {type(raw_id).__name__}", data)
+    source_id = str(raw_id).strip()
+    if len(source_id) > 200:
+        return dead(f"{src.id_field} is longer than 200 characters", data)
+    for name in src.required_fields:
+        value = data.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return dead(f"required field {name!r} is missing or empty", data, source_id)
+    size = sum(len(v) for v in data.values() if isinstance(v, str))
+    if size > src.max_text_chars:
+        return dead(f"text is {size} characters, over the limit of {src.max_text_chars}", data, source_id)
+    return IntakeRow(number, source_id, data, content_hash(data))
+
+
+def extract(w: Workload, ledger: Ledger, run: RunInfo) -> dict[str, Any]:
+    """Read the run's source file, account for every row in the ledger, queue the new work."""
+    from airflow.sdk import ObjectStoragePath
+
+    ledger.check_artifact_versions(w.name, w.artifacts())
+    uri = w.source_uri(ds=run.ds, data_interval_start=run.data_interval_start, data_interval_end=run.data_interval_end)
+    path = ObjectStoragePath(uri)
+    if not path.exists():
+        raise StageError(
+            f"source file {uri} for {run.ds} does not exist. If there was nothing to process that day, "
+            f"write an empty file; a missing export is treated as an error so it is noticed."
+        )
+    rows: list[IntakeRow] = []
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                rows.append(parse_row(w, number, line.rstrip("\n")))
+    ledger.start_run(w.name, run.run_id, run.data_interval_start, run.data_interval_end)
+    ledger.set_extracted(w.name, run.run_id, len(rows))
+    outcome = ledger.intake(record_key(w), w.spec.provider.name, run.run_id, rows, actor=ACTOR)
+    for row in rows:
+        if row.malformed:
+            log.warning("dead letter: %s: %s", uri, row.malformed)
+    summary = {"source": uri, "rows": len(rows), **outcome}
+    log.info("extract %s: %s", w.name, json.dumps(summary))
+    return summary
+
+
+# -- sample -----------------------------------------------------------------------------
+
+
+def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> dict[str, Any]:
+    """Run a few queued records in real time; stop before any batch spend if they look wrong."""
+    cfg = w.spec.sample
+    queued = ledger.records_in_state(record_key(w), State.QUEUED)
+    if not queued or cfg.size == 0:
+        log.info("sample: nothing to sample (%d queued)", len(queued))
+        return {"size": 0, "queued": len(queued)}
+    picked = random.Random(run.run_id).sample(queued, min(cfg.size, len(queued)))
+    validator = OutputValidator(w.output_schema, w.spec.validation)
+    options = request_options(w)
+    tally: Counter = Counter()
+    tokens_in = tokens_out = 0
+    for rec in picked:
+        result = adapter.realtime(f"sample-{rec.id}", prompt_for(w, rec.input), options)
+        tokens_in += result.input_tokens
+        tokens_out += result.output_tokens
+        tally["max_input_tokens"] = max(tally["max_input_tokens"], result.input_tokens)
+        if result.refusal:
+            tally["refused"] += 1
+            log.info("sample %s: refused: %s", rec.source_id, result.refusal)
+        elif not result.answered:
+            tally["error"] += 1
+            log.info("sample %s: %s: %s", rec.source_id, result.error_kind, result.error_message)
+        else:
+            verdict = validator.validate(result.output_text, rec.source_id)
+            tally["valid" if verdict.ok else "invalid"] += 1
+            log.info("sample %s: %s", rec.source_id, "valid" if verdict.ok else "; ".join(verdict.errors))
+    n = len(picked)
+    caps = capabilities()
+    pcaps = caps.provider(w.spec.provider.name)
+    price = pcaps.price(w.spec.provider.model)
+    forecast = price.cost(tokens_in, tokens_out, pcaps.batch_discount) / n * len(queued)
+    summary = {
+        "size": n,
+        "queued": len(queued),
+        "valid_rate": round(tally["valid"] / n, 3),
+        "refusal_rate": round(tally["refused"] / n, 3),
+        "max_input_tokens": tally["max_input_tokens"],
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "cost_usd": round(price.cost(tokens_in, tokens_out), 6),
+        "batch_forecast_usd": round(forecast, 6),
+        "prices_as_of": caps.prices_as_of,
+    }
+    ledger.set_run_detail(w.name, run.run_id, "sample", summary)
+    log.info("sample %s: %s", w.name, json.dumps(summary))
+    problems = []
+    if summary["valid_rate"] < cfg.min_valid_rate:
+        problems.append(f"schema-valid rate {summary['valid_rate']:.0%} is below {cfg.min_valid_rate:.0%}")
+    if summary["refusal_rate"] > cfg.max_refusal_rate:
+        problems.append(f"refusal rate {summary['refusal_rate']:.0%} is above {cfg.max_refusal_rate:.0%}")
+    if summary["max_input_tokens"] > cfg.max_input_tokens:
+        problems.append(f"a request took {summary['max_input_tokens']} input tokens, over {cfg.max_input_tokens}")
+    if problems:
+        raise StageError(
+            f"sample of {n} records failed, nothing was submitted: {'; '.join(problems)}. "
+            f"Check the prompt ({w.spec.prompt.file}) and schema, or adjust sample thresholds in {w.path.name}."
+        )
+    return summary
+
+
+# -- plan and submit --------------------------------------------------------------------
+
+
+def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> list[str]:
+    """Split queued records into provider jobs within the limits; write each job's intent.
+
+    Returns the submission tokens of all of this run's jobs (a re-run returns the same ones).
+    """
+    key = record_key(w)
+    pcaps = capabilities().provider(w.spec.provider.name)
+    max_requests = min(filter(None, [pcaps.limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
+    max_bytes = min(filter(None, [pcaps.limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
+    options = request_options(w)
+    records = ledger.queued_unplanned(key, run.run_id)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for rec in records:
+        line = adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options)
+        size = request_size(line)
+        if size > max_bytes:
+            raise StageError(f"record {rec.id} ({rec.source_id}) alone is {size} bytes, over the job limit {max_bytes}")
+        if current and (len(current) >= max_requests or current_bytes + size > max_bytes):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(rec.id)
+        current_bytes += size
+    if current:
+        groups.append(current)
+    existing = ledger.planned_tokens(w.name, run.run_id)
+    run_tag = hashlib.sha256(run.run_id.encode()).hexdigest()[:10]
+    for n, group in enumerate(groups, start=len(existing) + 1):
+        token = f"{w.name[:40]}-{run_tag}-{n:04d}"
+        ledger.plan_job(key, w.spec.provider.name, run.run_id, token, group)
+        log.info("planned job %s with %d records", token, len(group))
+    tokens = ledger.planned_tokens(w.name, run.run_id)
+    log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes)", w.name, len(records), len(tokens), max_requests, max_bytes)
+    return tokens
+
+
+def _custom_id(record_id: int, attempts: int) -> str:
+    return f"r{record_id}-a{attempts + 1}"
+
+
+def submit(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run: RunInfo) -> str | None:
+    """Create the provider job for a planned token, or re-attach to the one already created."""
+    job = ledger.job(token)
+    if job.provider_job_id:
+        log.info("job %s was already submitted as %s; re-attaching", token, job.provider_job_id)
+        return job.provider_job_id
+    records = ledger.job_records(job.id, State.QUEUED)
+    if not records:
+        ledger.update_job(job.id, status="empty", ended_at=utcnow())
+        log.info("job %s has no queued records left; nothing to submit", token)
+        return None
+    custom_ids = {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
+    found = adapter.find_job(token)
+    if found is not None:
+        log.warning(
+            "found provider job %s created earlier for %s (the ledger had not recorded it); using it, not creating another",
+            found.provider_job_id,
+            token,
+        )
+        info = found
+    else:
+        options = request_options(w)
+        requests = [adapter.build_request(custom_ids[rec.id], prompt_for(w, rec.input), options) for rec in records]
+        info = adapter.submit(requests, token, {"batch_ai_workload": w.name, "batch_ai_run": run.run_id[:500]})
+    ledger.mark_submitted(job.id, info.provider_job_id, info.details, custom_ids, run.run_id, ACTOR)
+    log.info("job %s: %d records submitted as %s (%s)", token, len(records), info.provider_job_id, info.raw_status)
+    return info.provider_job_id
+
+
+# -- collect ----------------------------------------------------------------------------
+
+_MISSING_KIND = {
+    JobStatus.COMPLETED: ErrorKind.MISSING_RESULT,
+    JobStatus.EXPIRED: ErrorKind.EXPIRED,
+    JobStatus.CANCELLED: ErrorKind.CANCELLED,
+    JobStatus.FAILED: ErrorKind.JOB_FAILED,
+}
+
+
+def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run: RunInfo) -> dict[str, Any]:
+    """Stream a finished job's results, validate each, and move every record of the job on."""
+    job = ledger.job(token)
+    if not job.provider_job_id:
+        return {"token": token, "skipped": "never submitted"}
+    info = adapter.get_job(job.provider_job_id)
+    if not info.terminal:
+        raise StageError(f"job {token} ({info.provider_job_id}) is still {info.raw_status}; collect runs after the wait")
+    records = {r.custom_id: r for r in ledger.job_records(job.id)}
+    validator = OutputValidator(w.output_schema, w.spec.validation)
+    pcaps = capabilities().provider(w.spec.provider.name)
+    price = pcaps.price(w.spec.provider.model)
+    tally: Counter = Counter()
+    seen: set[str] = set()
+    pending: list[Change] = []
+    tokens_in = tokens_out = 0
+    cost = 0.0
+
+    def flush() -> None:
+        ledger.transition(pending, actor=ACTOR, run_id=run.run_id, job_id=job.id)
+        pending.clear()
+
+    for result in adapter.iter_results(info):
+        rec = records.get(result.custom_id)
+        if rec is None:
+            tally["unknown_custom_id"] += 1
+            log.warning("job %s: result for unknown custom id %r ignored", token, result.custom_id)
+            continue
+        if result.custom_id in seen:
+            tally["duplicate_result"] += 1
+            log.warning("job %s: second result for %s ignored", token, result.custom_id)
+            continue
+        seen.add(result.custom_id)
+        if rec.state != State.SUBMITTED:  # collected by an earlier attempt of this task
+            tally["already_collected"] += 1
+            continue
+        tokens_in += result.input_tokens
+        tokens_out += result.output_tokens
+        line_cost = price.cost(result.input_tokens, result.output_tokens, pcaps.batch_discount)
+        cost += line_cost
+        usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": line_cost}
+        now = utcnow()
+        if not result.answered:
+            change = Change(rec.id, State.PROVIDER_ERROR, result.error_message, {
+                **usage, "error_kind": str(result.error_kind), "error_message": result.error_message, "completed_at": now,
+            })
+        elif result.refusal:
+            change = Change(rec.id, State.INVALID_OUTPUT, f"refused: {result.refusal}", {
+                **usage, "error_kind": str(ErrorKind.REFUSAL), "error_message": result.refusal[:2000],
+                "validation_errors": ["refusal"], "completed_at": now,
+            })
+        else:
+            verdict = validator.validate(result.output_text, rec.source_id)
+            if verdict.ok:
+                change = Change(rec.id, State.COMPLETED, "valid output", {
+                    **usage, "output": verdict.output, "validation_errors": None, "error_kind": None,
+                    "error_message": None, "completed_at": now,
+                })
+            else:
+                change = Change(rec.id, State.INVALID_OUTPUT, "; ".join(verdict.errors)[:2000], {
+                    **usage, "output": verdict.output if verdict.output is not None else {"raw": (result.output_text or "")[:5000]},
+                    "validation_errors": verdict.errors, "error_kind": str(ErrorKind.INVALID_OUTPUT),
+                    "error_message": "; ".join(verdict.errors)[:2000], "completed_at": now,
+                })
+        tally[str(change.to)] += 1
+        pending.append(change)
+        if len(pending) >= 1000:
+            flush()
+    kind = _MISSING_KIND[info.status]
+    missing = [r for cid, r in records.items() if cid not in seen and r.state == State.SUBMITTED]
+    for rec in missing:
+        message = f"no result line for {rec.custom_id} in {info.raw_status} job {info.provider_job_id}" + (
+            f": {info.error}" if info.error else ""
+        )
+        pending.append(Change(rec.id, State.PROVIDER_ERROR, message, {
+            "error_kind": str(kind), "error_message": message[:2000], "completed_at": utcnow(),
+        }))
+    tally[f"missing:{kind}"] += len(missing)
+    tally[str(State.PROVIDER_ERROR)] += len(missing)
+    flush()
+    ledger.add_job_usage(job.id, status=str(info.status), details={**(job.details or {}), **info.details, "counts": info.counts, "error": info.error},
+                         input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost)
+    if w.spec.provider.delete_files_after_collect:
+        adapter.cleanup(info)
+    summary = {"token": token, "provider_job_id": info.provider_job_id, "status": str(info.status), **dict(tally)}
+    log.info("collect %s: %s", token, json.dumps(summary))
+    return summary

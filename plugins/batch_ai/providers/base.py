@@ -1,0 +1,162 @@
+"""The provider adapter interface: what every batch provider must do, in normalized terms.
+
+Operators, triggers and the pipeline only ever talk to this interface. An adapter turns a
+rendered prompt into the provider's request line, submits a job idempotently (finding the
+job it already created from our submission token), polls it, streams its results back as
+:class:`Result` objects matched by custom id, and makes one real-time call for the sample.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from batch_ai.providers.capabilities import ProviderCapabilities, capabilities
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"        # accepted, not started (validating, queued)
+    RUNNING = "running"        # in progress, finalizing, cancelling
+    COMPLETED = "completed"    # ended; results for every line that was done (partial success included)
+    FAILED = "failed"          # the job as a whole failed (e.g. input rejected at validation)
+    EXPIRED = "expired"        # not done within the window; finished lines still returned
+    CANCELLED = "cancelled"    # stopped; finished lines still returned
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED})
+
+
+class ErrorKind(StrEnum):
+    """Why a line has no usable answer. Transient kinds are worth resubmitting."""
+
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    MISSING_RESULT = "missing_result"
+    JOB_FAILED = "job_failed"
+    BAD_REQUEST = "bad_request"
+    REFUSAL = "refusal"
+    INVALID_OUTPUT = "invalid_output"
+    UNKNOWN = "unknown"
+
+
+TRANSIENT_ERRORS = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.EXPIRED, ErrorKind.CANCELLED, ErrorKind.MISSING_RESULT}
+)
+
+
+def error_kind_for_http_status(status: int) -> ErrorKind:
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status >= 500:
+        return ErrorKind.SERVER_ERROR
+    return ErrorKind.BAD_REQUEST
+
+
+@dataclass
+class JobInfo:
+    provider_job_id: str
+    status: JobStatus
+    raw_status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # provider file ids, timestamps
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "provider_job_id": self.provider_job_id,
+            "status": str(self.status),
+            "raw_status": self.raw_status,
+            "counts": self.counts,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Result:
+    """One line of a job's results, or one real-time answer."""
+
+    custom_id: str
+    output_text: str | None = None
+    refusal: str | None = None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def answered(self) -> bool:
+        return self.error_kind is None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    model: str
+    output_schema: dict[str, Any]
+    schema_name: str
+    max_output_tokens: int
+    temperature: float
+
+
+class BatchProvider(abc.ABC):
+    """One provider's batch API behind the common interface."""
+
+    name: str
+
+    def __init__(self, conn_id: str):
+        self.conn_id = conn_id
+        self.caps: ProviderCapabilities = capabilities().provider(self.name)
+
+    @abc.abstractmethod
+    def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
+        """The provider's request line for one record."""
+
+    @abc.abstractmethod
+    def submit(self, requests: Sequence[dict[str, Any]], token: str, labels: dict[str, str]) -> JobInfo:
+        """Create a job for the requests, tagged with ``token`` so :meth:`find_job` can find it."""
+
+    @abc.abstractmethod
+    def find_job(self, token: str) -> JobInfo | None:
+        """The job created earlier with this submission token, if the provider has one."""
+
+    @abc.abstractmethod
+    def get_job(self, provider_job_id: str) -> JobInfo: ...
+
+    @abc.abstractmethod
+    async def aget_job(self, provider_job_id: str) -> JobInfo:
+        """Like :meth:`get_job`, without blocking the triggerer's event loop."""
+
+    @abc.abstractmethod
+    def iter_results(self, job: JobInfo) -> Iterator[Result]:
+        """Stream a terminal job's result lines, in whatever order the provider returns them."""
+
+    @abc.abstractmethod
+    def cancel(self, provider_job_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def cleanup(self, job: JobInfo) -> None:
+        """Delete what we staged for the job (input and result files)."""
+
+    @abc.abstractmethod
+    def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
+        """One synchronous call, as used by the sample step."""
+
+
+def request_size(request: dict[str, Any]) -> int:
+    """Bytes one request takes in a JSONL upload (what the providers' size limits count)."""
+    return len(json.dumps(request, ensure_ascii=False).encode()) + 1

@@ -1,0 +1,91 @@
+"""The capability table: provider limits and prices, from ``include/provider_capabilities.yaml``."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batch_ai import include_dir
+
+DEFAULT_CONN_IDS = {"openai": "openai_default"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_requests_per_job: int
+    max_bytes_per_job: int
+    min_requests_per_job: int = 1
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, input_tokens: int, output_tokens: int, discount: float = 1.0) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6 * discount
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    name: str
+    batch_discount: float
+    limits: Limits
+    models: dict[str, dict[str, Any]]
+    extra: dict[str, Any]
+
+    @property
+    def default_conn_id(self) -> str:
+        return DEFAULT_CONN_IDS[self.name]
+
+    def price(self, model: str) -> Price:
+        m = self.models[model]
+        return Price(m["input_per_mtok"], m["output_per_mtok"])
+
+
+class Capabilities:
+    def __init__(self, path: Path):
+        self.path = path
+        data = yaml.safe_load(path.read_text())
+        self.prices_as_of: str = str(data["prices_as_of"])
+        self.providers: dict[str, ProviderCapabilities] = {}
+        for name, p in data["providers"].items():
+            limits = p.get("limits", {})
+            self.providers[name] = ProviderCapabilities(
+                name=name,
+                batch_discount=float(p["batch_discount"]),
+                limits=Limits(
+                    max_requests_per_job=int(limits["max_requests_per_job"]),
+                    max_bytes_per_job=int(limits["max_bytes_per_job"]),
+                    min_requests_per_job=int(limits.get("min_requests_per_job", 1)),
+                ),
+                models=dict(p["models"]),
+                extra={k: v for k, v in p.items() if k not in ("batch_discount", "limits", "models")},
+            )
+
+    def provider(self, name: str) -> ProviderCapabilities:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise ValueError(
+                f"provider {name!r} is not in the capability table {self.path.name}; known: {sorted(self.providers)}"
+            ) from None
+
+    def check_batch_model(self, provider: str, model: str) -> None:
+        p = self.provider(provider)
+        if model not in p.models:
+            raise ValueError(
+                f"model {model!r} is not in the capability table for {provider} ({self.path.name}); "
+                f"known: {sorted(p.models)}. Add it there with its prices if the provider offers it for batch."
+            )
+        if not p.models[model].get("batch", False):
+            raise ValueError(f"{provider} does not offer batch inference for model {model!r} ({self.path.name})")
+
+
+@functools.cache
+def capabilities() -> Capabilities:
+    return Capabilities(include_dir() / "provider_capabilities.yaml")

@@ -1,0 +1,211 @@
+"""OpenAI Batch API adapter, on the official ``openai`` SDK.
+
+The client comes from the Airflow OpenAI connection through the provider's ``OpenAIHook``
+(API key in the password, ``base_url`` in ``extra.openai_client_kwargs`` or the host), so
+pointing it at the local emulator or at a proxy is a connection change, not a code change.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from batch_ai.providers.base import (
+    BatchProvider,
+    ErrorKind,
+    JobInfo,
+    JobStatus,
+    Prompt,
+    RequestOptions,
+    Result,
+    error_kind_for_http_status,
+)
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/chat/completions"
+TOKEN_KEY = "batch_ai_token"
+#: How far back :meth:`OpenAIBatchProvider.find_job` looks for a batch it created.
+FIND_LOOKBACK_SECONDS = 7 * 24 * 3600
+
+_STATUS = {
+    "validating": JobStatus.PENDING,
+    "in_progress": JobStatus.RUNNING,
+    "finalizing": JobStatus.RUNNING,
+    "cancelling": JobStatus.RUNNING,
+    "completed": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED,
+    "expired": JobStatus.EXPIRED,
+    "cancelled": JobStatus.CANCELLED,
+}
+
+_LINE_ERROR_CODES = {
+    "batch_expired": ErrorKind.EXPIRED,
+    "batch_cancelled": ErrorKind.CANCELLED,
+    "rate_limit_exceeded": ErrorKind.RATE_LIMITED,
+    "server_error": ErrorKind.SERVER_ERROR,
+}
+
+
+def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:
+    """The schema without keywords the provider's strict mode does not accept."""
+    if isinstance(schema, dict):
+        return {k: strip_keywords(v, unsupported) for k, v in schema.items() if k not in unsupported}
+    if isinstance(schema, list):
+        return [strip_keywords(v, unsupported) for v in schema]
+    return schema
+
+
+class OpenAIBatchProvider(BatchProvider):
+    name = "openai"
+
+    def __init__(self, conn_id: str = "openai_default"):
+        super().__init__(conn_id)
+        self._unsupported = frozenset(self.caps.extra.get("unsupported_schema_keywords", []))
+
+    @functools.cached_property
+    def hook(self):
+        from airflow.providers.openai.hooks.openai import OpenAIHook
+
+        return OpenAIHook(conn_id=self.conn_id)
+
+    @functools.cached_property
+    def client(self):
+        return self.hook.get_conn()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _body(self, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
+        return {
+            "model": options.model,
+            "messages": [
+                {"role": "system", "content": prompt.system},
+                {"role": "user", "content": prompt.user},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": options.schema_name,
+                    "schema": strip_keywords(options.output_schema, self._unsupported),
+                    "strict": True,
+                },
+            },
+            "max_completion_tokens": options.max_output_tokens,
+            "temperature": options.temperature,
+        }
+
+    def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": self._body(prompt, options)}
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def submit(self, requests: Sequence[dict[str, Any]], token: str, labels: dict[str, str]) -> JobInfo:
+        data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in requests)
+        upload = self.client.files.create(file=(f"{token}.jsonl", io.BytesIO(data)), purpose="batch")
+        log.info("uploaded %s (%d requests, %d bytes) as file %s", token, len(requests), len(data), upload.id)
+        metadata = {TOKEN_KEY: token, **{k[:64]: str(v)[:512] for k, v in labels.items()}}
+        batch = self.client.batches.create(
+            input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h", metadata=metadata
+        )
+        log.info("created batch %s for %s", batch.id, token)
+        return self._info(batch)
+
+    def find_job(self, token: str) -> JobInfo | None:
+        oldest = time.time() - FIND_LOOKBACK_SECONDS
+        for batch in self.client.batches.list(limit=100):  # newest first, auto-paginated
+            if (batch.metadata or {}).get(TOKEN_KEY) == token:
+                return self._info(batch)
+            if batch.created_at < oldest:
+                break
+        return None
+
+    def get_job(self, provider_job_id: str) -> JobInfo:
+        return self._info(self.client.batches.retrieve(provider_job_id))
+
+    async def aget_job(self, provider_job_id: str) -> JobInfo:
+        async with await self.hook.aget_conn() as client:
+            return self._info(await client.batches.retrieve(provider_job_id))
+
+    def cancel(self, provider_job_id: str) -> None:
+        self.client.batches.cancel(provider_job_id)
+
+    def cleanup(self, job: JobInfo) -> None:
+        for key in ("input_file_id", "output_file_id", "error_file_id"):
+            file_id = job.details.get(key)
+            if file_id:
+                self.client.files.delete(file_id)
+                log.info("deleted %s %s of batch %s", key.removesuffix("_id").replace("_", " "), file_id, job.provider_job_id)
+
+    @staticmethod
+    def _info(batch) -> JobInfo:
+        counts = batch.request_counts
+        errors = [f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in (batch.errors.data or [])] if batch.errors else []
+        return JobInfo(
+            provider_job_id=batch.id,
+            status=_STATUS.get(batch.status, JobStatus.RUNNING),
+            raw_status=batch.status,
+            counts={"total": counts.total, "completed": counts.completed, "failed": counts.failed} if counts else {},
+            details={
+                "input_file_id": batch.input_file_id,
+                "output_file_id": batch.output_file_id,
+                "error_file_id": batch.error_file_id,
+                "created_at": batch.created_at,
+            },
+            error="; ".join(errors) or None,
+        )
+
+    # -- results ---------------------------------------------------------------------------
+
+    def iter_results(self, job: JobInfo) -> Iterator[Result]:
+        for key in ("output_file_id", "error_file_id"):
+            file_id = job.details.get(key)
+            if not file_id:
+                continue
+            with self.client.files.with_streaming_response.content(file_id) as response:
+                for number, line in enumerate(response.iter_lines(), start=1):
+                    if line.strip():
+                        yield self._parse_line(line, file_id, number)
+
+    @staticmethod
+    def _parse_line(line: str, file_id: str, number: int) -> Result:
+        try:
+            item = json.loads(line)
+            custom_id = item["custom_id"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"result file {file_id} line {number} is not a batch result line: {exc}") from None
+        response, error = item.get("response"), item.get("error")
+        if response and response.get("status_code") == 200:
+            return _from_completion(custom_id, response.get("body") or {})
+        if error:
+            kind = _LINE_ERROR_CODES.get(error.get("code"), ErrorKind.UNKNOWN)
+            return Result(custom_id, error_kind=kind, error_message=f"{error.get('code')}: {error.get('message')}")
+        status = (response or {}).get("status_code", 0)
+        body_error = ((response or {}).get("body") or {}).get("error") or {}
+        return Result(
+            custom_id,
+            error_kind=error_kind_for_http_status(status),
+            error_message=f"HTTP {status}: {body_error.get('message', 'no message')}",
+        )
+
+    # -- real time -------------------------------------------------------------------------
+
+    def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
+        completion = self.client.chat.completions.create(**self._body(prompt, options))
+        return _from_completion(custom_id, completion.model_dump())
+
+
+def _from_completion(custom_id: str, body: dict[str, Any]) -> Result:
+    usage = body.get("usage") or {}
+    tokens = {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)}
+    choices = body.get("choices") or []
+    if not choices:
+        return Result(custom_id, error_kind=ErrorKind.UNKNOWN, error_message="response has no choices", **tokens)
+    message = choices[0].get("message") or {}
+    if message.get("refusal"):
+        return Result(custom_id, refusal=message["refusal"], **tokens)
+    return Result(custom_id, output_text=message.get("content"), **tokens)

@@ -1,0 +1,83 @@
+"""The run report: where every extracted row ended up, the provider jobs, tokens and cost."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from batch_ai.ledger.store import Ledger
+from batch_ai.providers.capabilities import capabilities
+from batch_ai.workloads import Workload
+
+
+def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
+    caps = capabilities()
+    pcaps = caps.provider(w.spec.provider.name)
+    accounting = ledger.run_accounting(w.name, run_id)
+    details = ledger.run_details(w.name, run_id)
+    jobs = ledger.run_jobs(w.name, run_id)
+    tokens_in = sum(j.input_tokens or 0 for j in jobs)
+    tokens_out = sum(j.output_tokens or 0 for j in jobs)
+    batch_cost = sum(j.cost_usd or 0.0 for j in jobs)
+    realtime_equivalent = batch_cost / pcaps.batch_discount if pcaps.batch_discount else batch_cost
+    sample = details.get("sample", {})
+    return {
+        "workload": w.name,
+        "run_id": run_id,
+        "provider": w.spec.provider.name,
+        "model": w.spec.provider.model,
+        "prompt_version": w.spec.prompt.version,
+        "schema_version": w.spec.output_schema.version,
+        "extracted": accounting["extracted"],
+        "lost": accounting["lost"],
+        "states": accounting["states"],
+        "error_kinds": accounting["error_kinds"],
+        "provider_job_ids": [j.provider_job_id for j in jobs if j.provider_job_id],
+        "jobs": [
+            {
+                "token": j.token,
+                "provider_job_id": j.provider_job_id,
+                "status": j.status,
+                "records": j.record_count,
+                "counts": (j.details or {}).get("counts"),
+            }
+            for j in jobs
+        ],
+        "sample": sample,
+        "tokens": {"input": tokens_in, "output": tokens_out},
+        "cost": {
+            "batch_usd": round(batch_cost, 6),
+            "realtime_equivalent_usd": round(realtime_equivalent, 6),
+            "savings_usd": round(realtime_equivalent - batch_cost, 6),
+            "sample_usd": sample.get("cost_usd", 0.0),
+            "batch_discount": pcaps.batch_discount,
+            "prices_as_of": caps.prices_as_of,
+        },
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as people read it in the task log."""
+    states = report["states"]
+    width = max(len(s) for s in states)
+    lines = [
+        f"batch-ai run report: {report['workload']}  run {report['run_id']}",
+        f"  provider {report['provider']} / {report['model']}   prompt {report['prompt_version']}   schema {report['schema_version']}",
+        f"  extracted {report['extracted']}   lost {report['lost']}",
+    ]
+    lines += [f"    {name:<{width}}  {count:>6}" for name, count in states.items() if count]
+    if report["error_kinds"]:
+        lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(report["error_kinds"].items())))
+    for job in report["jobs"]:
+        lines.append(f"  job {job['provider_job_id'] or '-'}  {job['status']:<10} {job['records']} records  ({job['token']})")
+    c, tk = report["cost"], report["tokens"]
+    lines.append(
+        f"  tokens in {tk['input']}  out {tk['output']}   batch ${c['batch_usd']:.4f}"
+        f"  (real-time ${c['realtime_equivalent_usd']:.4f}, saved ${c['savings_usd']:.4f}; sample ${c['sample_usd']:.4f})"
+        f"   prices as of {c['prices_as_of']}"
+    )
+    return "\n".join(lines)
+
+
+def dumps(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=False, default=str)

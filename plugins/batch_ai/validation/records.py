@@ -1,0 +1,78 @@
+"""Per-record output validation: the same checks for real-time samples and batch results."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+# A tag (<b>, </div>, <img src=...>), an encoded script tag, or a javascript: URL.
+_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*(\s[^<>]*)?/?\s*>|&lt;\s*/?\s*script|javascript\s*:", re.I)
+
+
+@dataclass
+class Verdict:
+    output: dict[str, Any] | None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class OutputValidator:
+    """Checks one model output against a workload's schema and validation rules."""
+
+    def __init__(self, output_schema: dict[str, Any], rules):
+        self.schema_validator = jsonschema.Draft202012Validator(output_schema)
+        self.rules = rules
+
+    def validate(self, text: str | None, source_id: str) -> Verdict:
+        if text is None or not text.strip():
+            return Verdict(None, ["empty output"])
+        try:
+            output = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return Verdict(None, [f"output is not JSON ({exc.msg} at char {exc.pos}): {text[:80]!r}"])
+        if not isinstance(output, dict):
+            return Verdict(None, [f"output is a JSON {type(output).__name__}, not an object"])
+
+        errors = [
+            f"schema: {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}"
+            for e in sorted(self.schema_validator.iter_errors(output), key=lambda e: list(map(str, e.absolute_path)))
+        ]
+        r = self.rules
+        for name in r.required:
+            if output.get(name) in (None, "", []):
+                errors.append(f"{name}: required and missing or empty")
+        for name, allowed in r.enums.items():
+            if name in output and output[name] not in allowed:
+                errors.append(f"{name}: {str(output[name])[:60]!r} is not one of {allowed}")
+        for name, limit in r.max_length.items():
+            value = output.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                errors.append(f"{name}: {len(value)} characters, over the limit of {limit}")
+        if r.no_html:
+            errors.extend(f"{path}: contains HTML or script" for path in _html_fields(output))
+        if r.echo_id_field:
+            echoed = output.get(r.echo_id_field)
+            if str(echoed) != str(source_id):
+                errors.append(f"{r.echo_id_field}: echoed {str(echoed)[:60]!r} but the record is {source_id!r}")
+        return Verdict(output, list(dict.fromkeys(errors)))
+
+
+def _html_fields(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, str):
+        return [path or "<root>"] if _HTML.search(value) else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _html_fields(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _html_fields(v, f"{path}[{i}]")]
+    return []
+
+
+def contains_html(text: str) -> bool:
+    return bool(_HTML.search(text))

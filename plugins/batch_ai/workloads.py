@@ -1,0 +1,235 @@
+"""Workload specs: one YAML file per workload in ``include/workloads/``.
+
+A spec is loaded and validated once per process (pydantic + cross-checks against the
+output schema and the provider capability table), so a mistake fails at DAG parse time
+with the file and field named, not after money was spent.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batch_ai import include_dir
+from batch_ai.providers.capabilities import capabilities
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    kind: Literal["jsonl_file"] = "jsonl_file"
+    #: Airflow object-storage URI; ``{ds}``, ``{ds_nodash}``, ``{data_interval_start}`` and
+    #: ``{data_interval_end}`` are filled per run, ``${VAR}`` from the environment.
+    uri: str
+    id_field: str
+    required_fields: list[str] = Field(default_factory=list)
+    max_text_chars: int = Field(50_000, gt=0)
+
+
+class VersionedFile(_Strict):
+    file: str  # relative to include/
+    version: str = Field(pattern=r"^[A-Za-z0-9._-]{1,50}$")
+
+
+class ProviderSpec(_Strict):
+    name: str
+    model: str
+    conn_id: str | None = None  # default: the provider's usual Airflow connection id
+    max_output_tokens: int = Field(512, gt=0)
+    temperature: float = 0.0
+    poll_interval_seconds: float = Field(60.0, gt=0)
+    max_poll_interval_seconds: float = Field(600.0, gt=0)
+    wait_timeout_hours: float = Field(26.0, gt=0)
+    delete_files_after_collect: bool = True
+
+
+class SampleSpec(_Strict):
+    size: int = Field(5, ge=0)
+    min_valid_rate: float = Field(0.8, ge=0, le=1)
+    max_refusal_rate: float = Field(0.2, ge=0, le=1)
+    max_input_tokens: int = Field(8000, gt=0)
+
+
+class ValidationSpec(_Strict):
+    required: list[str] = Field(default_factory=list)
+    enums: dict[str, list[str]] = Field(default_factory=dict)
+    max_length: dict[str, int] = Field(default_factory=dict)
+    no_html: bool = True
+    echo_id_field: str | None = None
+
+
+class BatchingSpec(_Strict):
+    """Optional limits below the provider's own (the capability table)."""
+
+    max_requests_per_job: int | None = Field(None, gt=0)
+    max_bytes_per_job: int | None = Field(None, gt=0)
+
+
+class SinkSpec(_Strict):
+    kind: Literal["sql_table"] = "sql_table"
+    table: str = Field(pattern=_NAME)
+    key: str  # column holding the source id
+    columns: list[str]  # output fields copied into the table
+
+
+class WorkloadSpec(_Strict):
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    schedule: str | None = None
+    start_date: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    tags: list[str] = Field(default_factory=list)
+    source: SourceSpec
+    prompt: VersionedFile
+    output_schema: VersionedFile
+    provider: ProviderSpec
+    sample: SampleSpec = SampleSpec()
+    validation: ValidationSpec = ValidationSpec()
+    batching: BatchingSpec = BatchingSpec()
+    sink: SinkSpec
+
+    @field_validator("start_date")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+    @model_validator(mode="after")
+    def _provider_supports_batch(self) -> WorkloadSpec:
+        capabilities().check_batch_model(self.provider.name, self.provider.model)
+        return self
+
+
+class Workload:
+    """A validated spec together with the prompt and schema files it names."""
+
+    def __init__(self, spec: WorkloadSpec, path: Path, root: Path):
+        self.spec = spec
+        self.path = path
+        self.prompt_path = root / spec.prompt.file
+        self.schema_path = root / spec.output_schema.file
+        for what, p in (("prompt", self.prompt_path), ("output_schema", self.schema_path)):
+            if not p.is_file():
+                raise WorkloadError(path, f"{what}.file {p.relative_to(root)} does not exist")
+        self.prompt_bytes = self.prompt_path.read_bytes()
+        self.schema_bytes = self.schema_path.read_bytes()
+        try:
+            prompt = yaml.safe_load(self.prompt_bytes)
+            self.system_template, self.user_template = prompt["system"], prompt["user"]
+        except (yaml.YAMLError, KeyError, TypeError) as exc:
+            raise WorkloadError(self.prompt_path, f"a prompt file is YAML with 'system' and 'user' keys: {exc}")
+        try:
+            self.output_schema: dict[str, Any] = json.loads(self.schema_bytes)
+            jsonschema.Draft202012Validator.check_schema(self.output_schema)
+        except (json.JSONDecodeError, jsonschema.SchemaError) as exc:
+            raise WorkloadError(self.schema_path, f"not a valid JSON Schema: {exc}")
+        self._check_rules_against_schema()
+        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+        self._system = env.from_string(self.system_template)
+        self._user = env.from_string(self.user_template)
+
+    # identity -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def conn_id(self) -> str:
+        return self.spec.provider.conn_id or capabilities().provider(self.spec.provider.name).default_conn_id
+
+    def artifacts(self) -> list[tuple[str, str, str, str]]:
+        """(kind, version, sha256, path) of the prompt and schema, for the version check."""
+        return [
+            ("prompt", self.spec.prompt.version, hashlib.sha256(self.prompt_bytes).hexdigest(), self.spec.prompt.file),
+            (
+                "schema",
+                self.spec.output_schema.version,
+                hashlib.sha256(self.schema_bytes).hexdigest(),
+                self.spec.output_schema.file,
+            ),
+        ]
+
+    # prompt ---------------------------------------------------------------------------
+    def render(self, record: dict[str, Any]) -> tuple[str, str]:
+        """(system, user) messages for one source record."""
+        return self._system.render(record=record).strip(), self._user.render(record=record).strip()
+
+    def source_uri(self, *, ds: str, data_interval_start: datetime | None, data_interval_end: datetime | None) -> str:
+        uri = re.sub(r"\$\{(\w+)\}", lambda m: _env(m.group(1), self.path), self.spec.source.uri)
+        return uri.format(
+            ds=ds,
+            ds_nodash=ds.replace("-", ""),
+            data_interval_start=data_interval_start.isoformat() if data_interval_start else "",
+            data_interval_end=data_interval_end.isoformat() if data_interval_end else "",
+        )
+
+    def _check_rules_against_schema(self) -> None:
+        props = self.output_schema.get("properties", {})
+        v = self.spec.validation
+        named = set(v.required) | set(v.enums) | set(v.max_length) | set(self.spec.sink.columns)
+        if v.echo_id_field:
+            named.add(v.echo_id_field)
+        unknown = sorted(n for n in named if n not in props)
+        if unknown:
+            raise WorkloadError(self.path, f"fields {unknown} are not properties of {self.spec.output_schema.file}")
+        for fld, allowed in v.enums.items():
+            schema_enum = props[fld].get("enum")
+            if schema_enum is not None and set(allowed) - set(schema_enum):
+                raise WorkloadError(
+                    self.path, f"validation.enums.{fld} allows {sorted(set(allowed) - set(schema_enum))} not in the schema"
+                )
+
+
+class WorkloadError(ValueError):
+    def __init__(self, path: Path | str, message: str):
+        super().__init__(f"{path}: {message}")
+
+
+def _env(name: str, path: Path) -> str:
+    try:
+        return os.environ[name]
+    except KeyError:
+        raise WorkloadError(path, f"environment variable {name} is not set") from None
+
+
+def workloads_dir() -> Path:
+    return include_dir() / "workloads"
+
+
+@functools.cache
+def load_workload(name: str) -> Workload:
+    """Load and validate ``include/workloads/<name>.yaml`` (cached per process)."""
+    path = workloads_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in workloads_dir().glob("*.yaml"))
+        raise WorkloadError(path, f"no such workload; known: {known}")
+    return load_workload_file(path)
+
+
+def load_workload_file(path: Path) -> Workload:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise WorkloadError(path, f"not valid YAML: {exc}") from None
+    try:
+        spec = WorkloadSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors())
+        raise WorkloadError(path, problems) from None
+    if spec.name != path.stem:
+        raise WorkloadError(path, f"name {spec.name!r} must match the file name {path.stem!r}")
+    return Workload(spec, path, include_dir())
