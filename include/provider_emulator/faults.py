@@ -37,6 +37,8 @@ class ProviderFaults(BaseModel):
     line_error_rate: float = Field(0.0, ge=0, le=1)
     line_error_status: int = Field(500, ge=400, le=599)
     refusal_rate: float = Field(0.0, ge=0, le=1)
+    #: Whether the per-line faults (errors, refusals, malformed answers) also hit real-time calls.
+    realtime_faults: bool = True
     malformed: dict[MalformedKind, float] = Field(default_factory=dict)
     job_outcome: Literal["normal", "failed_validation", "expired"] = "normal"
     #: With ``job_outcome: expired``, the share of lines finished before the window closed.

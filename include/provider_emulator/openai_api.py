@@ -416,7 +416,7 @@ def router(emu: OpenAIEmulator) -> APIRouter:
         if not body.get("model") or not body.get("messages"):
             return error(400, "'model' and 'messages' are required.")
         key = model.dumps(body.get("messages"))
-        fault = line_fault(emu.faults, key)
+        fault = line_fault(emu.faults, key) if emu.faults.realtime_faults else None
         if fault == "line_error":
             status = emu.faults.line_error_status
             return error(status, "The server had an error while processing your request.", "server_error")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers.capabilities import capabilities
 from batch_ai.workloads import Workload
@@ -43,6 +44,9 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
             }
             for j in jobs
         ],
+        "examples": ledger.run_examples(
+            w.name, run_id, [State.DEAD_LETTER, State.INVALID_OUTPUT, State.PROVIDER_ERROR]
+        ),
         "sample": sample,
         "tokens": {"input": tokens_in, "output": tokens_out},
         "cost": {
@@ -68,6 +72,13 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"    {name:<{width}}  {count:>6}" for name, count in states.items() if count]
     if report["error_kinds"]:
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(report["error_kinds"].items())))
+    for state, examples in report.get("examples", {}).items():
+        lines.append(f"  e.g. {state}:")
+        # a dead letter's key is made from its content; its reason names the row instead
+        lines += [
+            f"    {'' if e['source_id'].startswith('!') else e['source_id'] + ': '}{(e['reason'] or '')[:110]}"
+            for e in examples
+        ]
     for job in report["jobs"]:
         lines.append(f"  job {job['provider_job_id'] or '-'}  {job['status']:<10} {job['records']} records  ({job['token']})")
     c, tk = report["cost"], report["tokens"]

@@ -563,6 +563,23 @@ class Ledger:
             "error_kinds": errors,
         }
 
+    def run_examples(self, workload: str, run_id: str, states: Sequence[State], per_state: int = 3) -> dict[str, list[dict]]:
+        """A few records of the run in each of ``states``, with why they are there."""
+        ic, rc = t.intake.c, t.records.c
+        out: dict[str, list[dict]] = {}
+        with self.engine.connect() as conn:
+            for state in states:
+                rows = conn.execute(
+                    select(rc.source_id, rc.error_message)
+                    .select_from(t.intake.join(t.records, ic.record_id == rc.id))
+                    .where(ic.workload == workload, ic.run_id == run_id, ic.disposition == "record", rc.state == state)
+                    .order_by(rc.id)
+                    .limit(per_state)
+                ).all()
+                if rows:
+                    out[str(state)] = [{"source_id": r.source_id, "reason": r.error_message} for r in rows]
+        return out
+
     def run_jobs(self, workload: str, run_id: str) -> list[Any]:
         jc = t.jobs.c
         with self.engine.connect() as conn:

@@ -195,7 +195,12 @@ class OpenAIBatchProvider(BatchProvider):
     # -- real time -------------------------------------------------------------------------
 
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
-        completion = self.client.chat.completions.create(**self._body(prompt, options))
+        import openai
+
+        try:
+            completion = self.client.chat.completions.create(**self._body(prompt, options))
+        except openai.APIStatusError as exc:  # after the SDK's own retries
+            return Result(custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500])
         return _from_completion(custom_id, completion.model_dump())
 
 

@@ -40,21 +40,29 @@ class OutputValidator:
         if not isinstance(output, dict):
             return Verdict(None, [f"output is a JSON {type(output).__name__}, not an object"])
 
-        errors = [
-            f"schema: {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}"
-            for e in sorted(self.schema_validator.iter_errors(output), key=lambda e: list(map(str, e.absolute_path)))
-        ]
         r = self.rules
+        by_field: dict[str, list[str]] = {}  # by top-level field, so each problem is said once
         for name in r.required:
             if output.get(name) in (None, "", []):
-                errors.append(f"{name}: required and missing or empty")
+                by_field.setdefault(name, []).append(f"{name}: required and missing or empty")
         for name, allowed in r.enums.items():
             if name in output and output[name] not in allowed:
-                errors.append(f"{name}: {str(output[name])[:60]!r} is not one of {allowed}")
+                by_field.setdefault(name, []).append(f"{name}: {str(output[name])[:60]!r} is not one of {allowed}")
         for name, limit in r.max_length.items():
             value = output.get(name)
             if isinstance(value, str) and len(value) > limit:
-                errors.append(f"{name}: {len(value)} characters, over the limit of {limit}")
+                by_field.setdefault(name, []).append(f"{name}: {len(value)} characters, over the limit of {limit}")
+        # the schema's findings, where the workload's rules have not already said it in their words
+        for e in sorted(self.schema_validator.iter_errors(output), key=lambda e: list(map(str, e.absolute_path))):
+            field = str(e.absolute_path[0]) if e.absolute_path else None
+            if e.validator == "required":
+                missing = [n for n in e.validator_value if n not in output]
+                field = missing[0] if missing else None
+            if field in by_field and e.validator != "additionalProperties":
+                continue
+            path = "/".join(map(str, e.absolute_path)) or "<root>"
+            by_field.setdefault(field or "<root>", []).append(f"schema: {path}: {e.message[:200]}")
+        errors = [m for messages in by_field.values() for m in messages]
         if r.no_html:
             errors.extend(f"{path}: contains HTML or script" for path in _html_fields(output))
         if r.echo_id_field:

@@ -1,0 +1,97 @@
+"""Shared fixtures: ledgers on SQLite and PostgreSQL, the provider emulator, a local Airflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO / "plugins", REPO / "include"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from batch_ai.ledger.store import Ledger  # noqa: E402
+from batch_ai.localenv import airflow_env, migrate  # noqa: E402
+from provider_emulator.launcher import Emulator  # noqa: E402
+
+PG_URL = os.environ.get("BATCH_AI_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_or_skip():
+    """PostgreSQL for the tests that need it: skipped (with the reason) where it is absent, never in CI."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return engine
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no PostgreSQL here"
+        message = f"PostgreSQL is not reachable at {PG_URL}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI must run the PostgreSQL tests)")
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """A fresh, empty ledger database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        return
+    import sqlalchemy as sa
+
+    engine = _postgres_or_skip()
+    schema = f"batch_ai_test_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'create schema "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+        engine.dispose()
+
+
+@pytest.fixture
+def ledger(ledger_url):
+    led = Ledger.connect(ledger_url)
+    yield led
+    led.dispose()
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """The provider emulator on a free 127.0.0.1 port, stopped after the test."""
+    with Emulator(log_file=tmp_path / "emulator.log") as emu:
+        yield emu
+
+
+@pytest.fixture
+def openai_conn(emulator, monkeypatch):
+    """The Airflow connection ``openai_default`` pointing at the emulator (as environment)."""
+    for key, value in emulator.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    return emulator
+
+
+@pytest.fixture(scope="session")
+def airflow_template(tmp_path_factory):
+    """A migrated Airflow metadata DB, made once; each test gets its own copy."""
+    home = tmp_path_factory.mktemp("airflow-template")
+    env = airflow_env(home, ledger_url="sqlite://", data_dir=home)
+    migrate(env)
+    return home / "airflow.db"
+
+
+@pytest.fixture
+def airflow_home(airflow_template, tmp_path):
+    home = tmp_path / "airflow"
+    home.mkdir()
+    shutil.copy(airflow_template, home / "airflow.db")
+    return home
