@@ -38,6 +38,13 @@ def _postgres_or_skip():
         pytest.skip(message)
 
 
+@pytest.fixture
+def postgres_url():
+    """The test PostgreSQL's URL (skipped with the reason where there is none, failed in CI)."""
+    _postgres_or_skip().dispose()
+    return PG_URL
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request, tmp_path):
     """A fresh, empty ledger database URL on each backend."""

@@ -169,14 +169,14 @@ def test_refusal(client, emulator):
 def test_sdk_retries_429_and_5xx(client, emulator):
     emulator.set_faults({"openai": {"http_errors": [{"status": 429, "count": 1, "path": "^/v1/files$"}, {"status": 503, "count": 1, "path": "^/v1/files$"}]}})
     upload(client, [line("a")])  # two failures, then success on the SDK's own third try
-    assert emulator.calls()["POST /v1/files"] == 3
+    assert emulator.calls()["POST /openai/v1/files"] == 3
 
 
 def test_should_retry_false_stops_the_sdk(client, emulator):
     emulator.set_faults({"openai": {"http_errors": [{"status": 429, "count": 5, "method": "POST", "path": "^/v1/files$", "should_retry": False}]}})
     with pytest.raises(openai.RateLimitError):
         upload(client, [line("a")])
-    assert emulator.calls()["POST /v1/files"] == 1
+    assert emulator.calls()["POST /openai/v1/files"] == 1
 
 
 def test_missing_api_key_is_401(emulator):

@@ -29,12 +29,16 @@ def settings(port: int) -> dict:
     return {
         "base_url": base,
         "openai": {
-            "base_url": f"{base}/v1",
+            "base_url": f"{base}/openai/v1",
             "airflow_connection": {
                 "conn_type": "openai",
                 "password": "emulator-key",
-                "extra": {"openai_client_kwargs": {"base_url": f"{base}/v1"}},
+                "extra": {"openai_client_kwargs": {"base_url": f"{base}/openai/v1"}},
             },
+        },
+        "anthropic": {
+            "base_url": f"{base}/anthropic",
+            "airflow_connection": {"conn_type": "anthropic", "password": "emulator-key", "host": f"{base}/anthropic"},
         },
     }
 

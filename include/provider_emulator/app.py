@@ -1,36 +1,76 @@
-"""The emulator's HTTP app: provider routers, HTTP fault injection and admin endpoints."""
+"""The emulator's HTTP app: one path prefix per provider, HTTP fault injection, admin endpoints.
+
+``/openai/v1/...``, ``/anthropic/v1/...``, ``/vertex/...`` and ``/bedrock/...``: each SDK is
+given the prefix as its base URL. Auth is checked the way each provider checks it (only that
+it is present: any key works), and an injected HTTP error looks like that provider's own.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from provider_emulator.faults import FaultConfig, HttpFaultQueue
-from provider_emulator.openai_api import OpenAIEmulator, router as openai_router
+from provider_emulator import anthropic_api, openai_api
+from provider_emulator.faults import PROVIDERS, FaultConfig, HttpFaultQueue
 
 log = logging.getLogger("provider_emulator")
 
 ADMIN = "/_emulator"
 
 
+@dataclass(frozen=True)
+class Face:
+    """How a provider checks auth and words an error."""
+
+    prefix: str
+    has_auth: Callable[[Request], bool]
+    error: Callable[[int, str], Response]
+    #: Stainless-generated SDKs (openai, anthropic) obey ``x-should-retry``; their servers send it.
+    sends_should_retry: bool = False
+
+
+def _bearer(request: Request) -> bool:
+    return request.headers.get("authorization", "").startswith("Bearer ")
+
+
+def _openai_error(status: int, message: str) -> Response:
+    kind = "rate_limit_exceeded" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": kind}}, status_code=status)
+
+
+FACES: dict[str, Face] = {
+    "openai": Face("/openai/", _bearer, _openai_error, sends_should_retry=True),
+    "anthropic": Face(
+        "/anthropic/",
+        lambda r: _bearer(r) or bool(r.headers.get("x-api-key")),
+        lambda status, message: anthropic_api.error(status, message),
+        sends_should_retry=True,
+    ),
+}
+
+MESSAGES = {429: "Rate limit reached for requests", 529: "Overloaded"}
+
+
 class EmulatorState:
     def __init__(self, config: FaultConfig):
         self.lock = threading.Lock()
-        self.http_faults = {"openai": HttpFaultQueue()}
-        self.fault_log: dict[str, dict[str, str]] = {"openai": {}}
+        self.http_faults = {p: HttpFaultQueue() for p in PROVIDERS}
+        self.fault_log: dict[str, dict[str, str]] = {p: {} for p in PROVIDERS}
         self.calls: Counter = Counter()
         self.configure(config)
 
     def configure(self, config: FaultConfig) -> None:
         self.config = config
-        self.http_faults["openai"].load(config.openai.http_errors)
+        for p in PROVIDERS:
+            self.http_faults[p].load(getattr(config, p).http_errors)
 
     def log_fault(self, provider: str, key: str, fault: str) -> None:
         with self.lock:
@@ -38,7 +78,7 @@ class EmulatorState:
 
 
 def provider_of(path: str) -> str | None:
-    return "openai" if path.startswith("/v1/") else None
+    return next((name for name, face in FACES.items() if path.startswith(face.prefix)), None)
 
 
 def create_app(config: FaultConfig | None = None, on_ready: Callable[[], None] | None = None) -> FastAPI:
@@ -52,7 +92,6 @@ def create_app(config: FaultConfig | None = None, on_ready: Callable[[], None] |
 
     app = FastAPI(title="batch-ai provider emulator", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.emulator = state
-    openai = OpenAIEmulator(state)
 
     @app.middleware("http")
     async def faults_and_auth(request: Request, call_next):
@@ -60,28 +99,23 @@ def create_app(config: FaultConfig | None = None, on_ready: Callable[[], None] |
         provider = provider_of(path)
         if provider is None:
             return await call_next(request)
+        face = FACES[provider]
         state.calls[f"{request.method} {path}"] += 1
-        if not request.headers.get("authorization", "").startswith("Bearer "):
-            return JSONResponse(
-                {"error": {"message": "You didn't provide an API key.", "type": "invalid_request_error", "param": None, "code": None}},
-                status_code=401,
-            )
-        fault = state.http_faults[provider].take(request.method, path)
+        if not face.has_auth(request):
+            return face.error(401, "No API key or token was provided.")
+        fault = state.http_faults[provider].take(request.method, path.removeprefix(face.prefix.rstrip("/")))
         if fault:
-            headers = {"retry-after-ms": "20"}
-            if fault["should_retry"] is not None:
-                headers["x-should-retry"] = "true" if fault["should_retry"] else "false"
-            kind = "rate_limit_exceeded" if fault["status"] == 429 else "server_error"
-            message = "Rate limit reached for requests" if fault["status"] == 429 else "The server had an error processing your request."
             log.info("injected HTTP %s on %s %s", fault["status"], request.method, path)
-            return JSONResponse(
-                {"error": {"message": message, "type": kind, "param": None, "code": kind}},
-                status_code=fault["status"],
-                headers=headers,
-            )
+            response = face.error(fault["status"], MESSAGES.get(fault["status"], "The server had an error processing your request."))
+            response.headers["retry-after-ms"] = "20"
+            response.headers["retry-after"] = "0"
+            if face.sends_should_retry and fault["should_retry"] is not None:
+                response.headers["x-should-retry"] = "true" if fault["should_retry"] else "false"
+            return response
         return await call_next(request)
 
-    app.include_router(openai_router(openai))
+    app.include_router(openai_api.router(openai_api.OpenAIEmulator(state)))
+    app.include_router(anthropic_api.router(anthropic_api.AnthropicEmulator(state)))
 
     @app.get(f"{ADMIN}/health")
     def health() -> dict[str, Any]:

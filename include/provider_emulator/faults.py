@@ -46,9 +46,22 @@ class ProviderFaults(BaseModel):
     http_errors: list[HttpFault] = Field(default_factory=list)
 
 
+class BedrockFaults(ProviderFaults):
+    #: The real service rejects jobs below a per-model minimum (commonly 100 records); set it here.
+    min_records_per_job: int = Field(100, ge=1)
+
+
+PROVIDERS = ("openai", "anthropic", "vertex", "bedrock")
+
+
 class FaultConfig(BaseModel):
+    """Fault settings per provider; each starts with no faults and jobs of about two seconds."""
+
     model_config = ConfigDict(extra="forbid")
     openai: ProviderFaults = ProviderFaults()
+    anthropic: ProviderFaults = ProviderFaults()
+    vertex: ProviderFaults = ProviderFaults()
+    bedrock: BedrockFaults = BedrockFaults()
 
 
 def roll(seed: int, key: str, what: str) -> float:

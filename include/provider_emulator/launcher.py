@@ -66,8 +66,10 @@ class Emulator:
 
     def airflow_env(self) -> dict[str, str]:
         """Environment variables defining the Airflow connections that point at the emulator."""
-        conn = self.settings["openai"]["airflow_connection"]
-        return {"AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(conn)}
+        return {
+            f"AIRFLOW_CONN_{provider.upper()}_DEFAULT": json.dumps(self.settings[provider]["airflow_connection"])
+            for provider in ("openai", "anthropic")
+        }
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

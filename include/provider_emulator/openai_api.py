@@ -16,14 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from provider_emulator import model
-from provider_emulator.faults import ProviderFaults, line_fault
+from provider_emulator import core, model
+from provider_emulator.faults import ProviderFaults
 
-PHASE_SECONDS = {"validating": 0.3, "in_progress": 1.0, "finalizing": 0.3}
 ALLOWED_ENDPOINTS = {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"}
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
-REFUSAL = "I'm sorry, but I can't help with that request."
 
 
 def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None, param=None):
@@ -88,36 +86,27 @@ class OpenAIEmulator:
 
     # -- the model ---------------------------------------------------------------------
 
-    def complete(self, body: dict[str, Any], key: str, fault: str | None) -> dict[str, Any]:
-        """A chat.completion object for a request body."""
+    def complete(self, body: dict[str, Any], key: str, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+        """The model's answer to a request body, as a chat.completion object."""
         messages = body.get("messages") or []
         user_text = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
         prompt_text = "\n".join(str(m.get("content", "")) for m in messages)
-        schema = (((body.get("response_format") or {}).get("json_schema")) or {}).get("schema") or {
-            "type": "object",
-            "properties": {"answer": {"type": "string"}},
-            "required": ["answer"],
-            "additionalProperties": False,
-        }
-        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
-        if fault == "refusal":
-            message["refusal"] = REFUSAL
-            content = REFUSAL
-        else:
-            output = model.answer(schema, user_text, key)
-            content = _malform(output, schema, fault) if fault else model.dumps(output)
-            message["content"] = content
-        usage_in, usage_out = model.estimate_tokens(prompt_text), model.estimate_tokens(content)
-        return {
+        schema = (((body.get("response_format") or {}).get("json_schema")) or {}).get("schema")
+        outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
+                              log=lambda k, f: self.state.log_fault("openai", k, f))
+        message: dict[str, Any] = {"role": "assistant", "content": outcome.text, "refusal": None, "annotations": []}
+        if outcome.refused:
+            message["refusal"] = core.REFUSAL_TEXT
+        return outcome, {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "unknown"),
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
             "usage": {
-                "prompt_tokens": usage_in,
-                "completion_tokens": usage_out,
-                "total_tokens": usage_in + usage_out,
+                "prompt_tokens": outcome.input_tokens,
+                "completion_tokens": outcome.output_tokens,
+                "total_tokens": outcome.input_tokens + outcome.output_tokens,
                 "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
             },
@@ -133,16 +122,13 @@ class OpenAIEmulator:
             if b.status in ("completed", "failed", "expired", "cancelled"):
                 return
             now = time.time()
-            scale = b.faults.time_scale
-            t_valid = b.created_at + PHASE_SECONDS["validating"] * scale
-            t_run = t_valid + PHASE_SECONDS["in_progress"] * scale
-            t_final = t_run + PHASE_SECONDS["finalizing"] * scale
+            tl = core.Timeline(b.created_at, b.faults.time_scale)
             if b.cancel_requested_at is not None:
-                if now >= b.cancel_requested_at + PHASE_SECONDS["finalizing"] * scale:
-                    done = self._progress(b, b.cancel_requested_at, t_valid, t_run)
-                    self._finish(b, "cancelled", done, "batch_cancelled")
+                if now >= tl.cancel_settles(b.cancel_requested_at):
+                    self._finish(b, "cancelled", tl.done_by(b.cancel_requested_at, b.total), "batch_cancelled")
                 return
-            if now < t_valid:
+            phase = tl.phase(now)
+            if phase == "validating":
                 return
             if b.status == "validating":
                 problems = self._validate_input(b)
@@ -151,24 +137,19 @@ class OpenAIEmulator:
                         {"code": "invalid_request", "message": "The input file could not be processed.", "param": None, "line": None}
                     ]
                     b.status = "failed"
-                    b.times["failed_at"] = int(t_valid)
+                    b.times["failed_at"] = int(tl.validated)
                     return
                 b.status = "in_progress"
-                b.times["in_progress_at"] = int(t_valid)
-            if b.faults.job_outcome == "expired" and now >= t_run:
-                done = int(b.total * b.faults.expire_done_fraction)
-                self._finish(b, "expired", done, "batch_expired")
+                b.times["in_progress_at"] = int(tl.validated)
+            if phase == "running":
                 return
-            if now >= t_run and b.status == "in_progress":
+            if b.faults.job_outcome == "expired":
+                self._finish(b, "expired", int(b.total * b.faults.expire_done_fraction), "batch_expired")
+            elif phase == "finalizing":
                 b.status = "finalizing"
-                b.times["finalizing_at"] = int(t_run)
-            if now >= t_final:
+                b.times["finalizing_at"] = int(tl.ran)
+            else:
                 self._finish(b, "completed", b.total, None)
-
-    def _progress(self, b: StoredBatch, at: float, start: float, end: float) -> int:
-        if at <= start:
-            return 0
-        return min(b.total, int(b.total * (at - start) / max(end - start, 1e-9)))
 
     def _validate_input(self, b: StoredBatch) -> list[dict[str, Any]]:
         f = self.files.get(b.input_file_id)
@@ -208,10 +189,8 @@ class OpenAIEmulator:
                     "message": "This request could not be executed before the batch ended.",
                 }})
                 continue
-            fault = line_fault(b.faults, cid)
-            if fault:
-                self.state.log_fault("openai", cid, fault)
-            if fault == "line_error":
+            outcome, body = self.complete(item.get("body") or {}, cid)
+            if outcome.failed:
                 status_code = b.faults.line_error_status
                 err_lines.append({"id": rid, "custom_id": cid, "error": None, "response": {
                     "status_code": status_code,
@@ -224,15 +203,13 @@ class OpenAIEmulator:
                     }},
                 }})
                 continue
-            body = self.complete(item.get("body") or {}, cid, fault)
             b.usage["input_tokens"] += body["usage"]["prompt_tokens"]
             b.usage["output_tokens"] += body["usage"]["completion_tokens"]
             out_lines.append({"id": rid, "custom_id": cid, "error": None, "response": {
                 "status_code": 200, "request_id": secrets.token_hex(16), "body": body,
             }})
-        if b.faults.shuffle:
-            model.rng_for(b.id, str(b.faults.seed)).shuffle(out_lines)
-            model.rng_for(b.id, f"{b.faults.seed}:errors").shuffle(err_lines)
+        out_lines = core.shuffled(out_lines, b.faults, b.id)
+        err_lines = core.shuffled(err_lines, b.faults, f"{b.id}:errors")
         now = int(time.time())
         if out_lines:
             b.output_file_id = self._store(f"batch_{b.id}_output.jsonl", "batch_output", out_lines).id
@@ -286,31 +263,8 @@ class OpenAIEmulator:
         }
 
 
-def _malform(output: dict[str, Any], schema: dict[str, Any], kind: str) -> str:
-    """A realistic bad answer of the given kind."""
-    props = schema.get("properties", {})
-    text_fields = [k for k, v in props.items() if v.get("type") == "string" and "enum" not in v and not k.endswith("id") and k != "language"]
-    enum_fields = [k for k, v in props.items() if "enum" in v]
-    id_fields = [k for k in props if k.endswith("_id") or k == "id"]
-    out = dict(output)
-    if kind == "non_json":
-        text = model.dumps(out)
-        return text[: max(1, len(text) // 2)]  # cut off mid-answer, as a truncated generation would be
-    if kind == "missing_field" and out:
-        out.pop(next(iter(schema.get("required", out)), next(iter(out))), None)
-    elif kind == "bad_enum" and enum_fields:
-        out[enum_fields[0]] = "unsure"
-    elif kind == "html" and text_fields:
-        out[text_fields[0]] = f"<b>{out[text_fields[0]]}</b><script>alert('x')</script>"
-    elif kind == "overlong" and text_fields:
-        out[text_fields[0]] = (str(out[text_fields[0]]) + " ") * 40
-    elif kind == "wrong_id" and id_fields:
-        out[id_fields[0]] = f"{out[id_fields[0]]}-X"
-    return model.dumps(out)
-
-
 def router(emu: OpenAIEmulator) -> APIRouter:
-    r = APIRouter(prefix="/v1")
+    r = APIRouter(prefix="/openai/v1")
 
     @r.post("/files")
     async def create_file(file: UploadFile, request: Request):
@@ -415,14 +369,10 @@ def router(emu: OpenAIEmulator) -> APIRouter:
         body = await request.json()
         if not body.get("model") or not body.get("messages"):
             return error(400, "'model' and 'messages' are required.")
-        key = model.dumps(body.get("messages"))
-        fault = line_fault(emu.faults, key) if emu.faults.realtime_faults else None
-        if fault == "line_error":
-            status = emu.faults.line_error_status
-            return error(status, "The server had an error while processing your request.", "server_error")
-        if fault:
-            emu.state.log_fault("openai", key[:64], fault)
-        return emu.complete(body, key, fault)
+        outcome, completion = emu.complete(body, model.dumps(body.get("messages")), realtime=True)
+        if outcome.failed:
+            return error(emu.faults.line_error_status, "The server had an error while processing your request.", "server_error")
+        return completion
 
     return r
 

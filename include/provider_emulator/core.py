@@ -1,0 +1,152 @@
+"""What every provider module shares: the job clock and the answer to one request line.
+
+A provider module turns requests from its own wire format into (key, schema, text) and the
+:class:`LineOutcome` back into its own result format; the model, the faults and the time a
+job takes are the same for all four.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from provider_emulator import model
+from provider_emulator.faults import ProviderFaults, line_fault
+
+#: Seconds a job spends in each phase, multiplied by the provider's ``time_scale``.
+PHASE_SECONDS = {"validating": 0.3, "running": 1.0, "finalizing": 0.3}
+
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+
+DEFAULT_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Timeline:
+    """When a job created at ``created`` moves from phase to phase, on the scaled clock."""
+
+    def __init__(self, created: float, scale: float):
+        self.created = created
+        self.validated = created + PHASE_SECONDS["validating"] * scale
+        self.ran = self.validated + PHASE_SECONDS["running"] * scale
+        self.finalized = self.ran + PHASE_SECONDS["finalizing"] * scale
+        self.scale = scale
+
+    def phase(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        if now < self.validated:
+            return "validating"
+        if now < self.ran:
+            return "running"
+        if now < self.finalized:
+            return "finalizing"
+        return "ended"
+
+    def done_by(self, at: float, total: int) -> int:
+        """How many of ``total`` lines were finished at time ``at``."""
+        if at <= self.validated:
+            return 0
+        return min(total, int(total * (at - self.validated) / max(self.ran - self.validated, 1e-9)))
+
+    def cancel_settles(self, requested_at: float) -> float:
+        return requested_at + PHASE_SECONDS["finalizing"] * self.scale
+
+
+@dataclass
+class LineOutcome:
+    """The model's answer to one request, after faults: what a provider module formats."""
+
+    key: str
+    fault: str | None  # "line_error", "refusal", a malformed kind, or None
+    text: str | None  # the answer as text (JSON unless malformed); None for errors and refusals
+    answer: dict[str, Any] | None  # the well-formed answer object, when there is one
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def refused(self) -> bool:
+        return self.fault == "refusal"
+
+    @property
+    def failed(self) -> bool:
+        return self.fault == "line_error"
+
+
+def answer(
+    faults: ProviderFaults,
+    key: str,
+    schema: dict[str, Any] | None,
+    user_text: str,
+    prompt_text: str,
+    *,
+    realtime: bool = False,
+    log=None,
+) -> LineOutcome:
+    """Answer one request; ``log(key, fault)`` records a fault that was applied."""
+    fault = line_fault(faults, key) if (faults.realtime_faults or not realtime) else None
+    if fault and log:
+        log(key, fault)
+    tokens_in = model.estimate_tokens(prompt_text)
+    if fault == "line_error":
+        return LineOutcome(key, fault, None, None, tokens_in, 0)
+    if fault == "refusal":
+        return LineOutcome(key, fault, None, None, tokens_in, model.estimate_tokens(REFUSAL_TEXT))
+    schema = schema or DEFAULT_SCHEMA
+    output = model.answer(schema, user_text, key)
+    if fault:
+        text = malform(output, schema, fault)
+        try:
+            import json
+
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        return LineOutcome(key, fault, text, parsed, tokens_in, model.estimate_tokens(text))
+    text = model.dumps(output)
+    return LineOutcome(key, None, text, output, tokens_in, model.estimate_tokens(text))
+
+
+def malform(output: dict[str, Any], schema: dict[str, Any], kind: str) -> str:
+    """A realistic bad answer of the given kind."""
+    props = schema.get("properties", {})
+    text_fields = [
+        k for k, v in props.items()
+        if v.get("type") == "string" and "enum" not in v and not k.endswith("id") and k != "language"
+    ]
+    enum_fields = [k for k, v in props.items() if "enum" in v]
+    id_fields = [k for k in props if k.endswith("_id") or k == "id"]
+    out = dict(output)
+    if kind == "non_json":
+        text = model.dumps(out)
+        return text[: max(1, len(text) // 2)]  # cut off mid-answer, as a truncated generation is
+    if kind == "missing_field" and out:
+        required = schema.get("required") or list(out)
+        out.pop(required[0], None)
+    elif kind == "bad_enum" and enum_fields:
+        out[enum_fields[0]] = "unsure"
+    elif kind == "html" and text_fields:
+        out[text_fields[0]] = f"<b>{out[text_fields[0]]}</b><script>alert('x')</script>"
+    elif kind == "overlong" and text_fields:
+        out[text_fields[0]] = (str(out[text_fields[0]]) + " ") * 40
+    elif kind == "wrong_id" and id_fields:
+        out[id_fields[0]] = f"{out[id_fields[0]]}-X"
+    return model.dumps(out)
+
+
+def shuffled(items: list, faults: ProviderFaults, salt: str) -> list:
+    if faults.shuffle:
+        items = list(items)
+        model.rng_for(salt, str(faults.seed)).shuffle(items)
+    return items
