@@ -1,15 +1,16 @@
 """Run the emulator: ``python -m provider_emulator [--port N] [--faults FILE_OR_JSON]``.
 
-Prints one JSON line with the connection settings once it is listening, then serves until
-interrupted. Binds 127.0.0.1 only.
+Starts the provider API server, an S3 server (moto) for Bedrock and a GCS server
+(gcp-storage-emulator) for Vertex AI, each on a free 127.0.0.1 port. Prints one JSON line
+with the connection settings once everything listens, then serves until interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import socket
-import sys
 from pathlib import Path
 
 import uvicorn
@@ -17,15 +18,23 @@ import uvicorn
 from provider_emulator.app import create_app
 from provider_emulator.faults import FaultConfig
 
+HOST = "127.0.0.1"
+GCP_PROJECT = "batch-ai-local"
+GCP_LOCATION = "us-central1"
+AWS_REGION = "us-east-1"
+
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((HOST, 0))
         return s.getsockname()[1]
 
 
-def settings(port: int) -> dict:
-    base = f"http://127.0.0.1:{port}"
+def settings(port: int, gcs_port: int, s3_port: int) -> dict:
+    """How each SDK and each Airflow connection reaches the emulator."""
+    base = f"http://{HOST}:{port}"
+    gcs = f"http://{HOST}:{gcs_port}"
+    s3 = f"http://{HOST}:{s3_port}"
     return {
         "base_url": base,
         "openai": {
@@ -40,12 +49,38 @@ def settings(port: int) -> dict:
             "base_url": f"{base}/anthropic",
             "airflow_connection": {"conn_type": "anthropic", "password": "emulator-key", "host": f"{base}/anthropic"},
         },
+        "vertex": {
+            "base_url": f"{base}/vertex/",
+            "project": GCP_PROJECT,
+            "location": GCP_LOCATION,
+            "storage_emulator_host": gcs,
+        },
+        "bedrock": {
+            "endpoint_url": f"{base}/bedrock",
+            "region": AWS_REGION,
+            "s3_endpoint_url": s3,
+        },
     }
+
+
+def start_storage(gcs_port: int, s3_port: int):
+    """The GCS and S3 servers, in this process's threads."""
+    from gcp_storage_emulator.server import create_server
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
+    gcs = create_server(HOST, gcs_port, in_memory=True)
+    gcs.start()
+    s3 = ThreadedMotoServer(ip_address=HOST, port=s3_port, verbose=False)
+    s3.start()
+    return gcs, s3
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m provider_emulator", description=__doc__)
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--gcs-port", type=int, default=0)
+    parser.add_argument("--s3-port", type=int, default=0)
     parser.add_argument("--faults", default=None, help="fault configuration: a JSON file or a JSON string")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
@@ -53,10 +88,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.faults:
         text = args.faults if args.faults.lstrip().startswith("{") else Path(args.faults).read_text()
         config = FaultConfig.model_validate(json.loads(text))
-    port = args.port or free_port()
-    app = create_app(config, on_ready=lambda: print(json.dumps(settings(port)), flush=True))
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=args.log_level)).run()
-    sys.exit(0)
+    port, gcs_port, s3_port = args.port or free_port(), args.gcs_port or free_port(), args.s3_port or free_port()
+    gcs, s3 = start_storage(gcs_port, s3_port)
+    try:
+        app = create_app(
+            config,
+            gcs_url=f"http://{HOST}:{gcs_port}",
+            s3_url=f"http://{HOST}:{s3_port}",
+            on_ready=lambda: print(json.dumps(settings(port, gcs_port, s3_port)), flush=True),
+        )
+        uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level=args.log_level)).run()
+    finally:
+        s3.stop()
+        gcs.stop()
 
 
 if __name__ == "__main__":

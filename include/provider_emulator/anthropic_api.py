@@ -58,6 +58,48 @@ def _text(content: Any) -> str:
     return ""
 
 
+def message(params: dict[str, Any], key: str, faults: ProviderFaults, log, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+    """The model's answer to Messages params, as a Message object (also Claude's body on Bedrock)."""
+    messages = params.get("messages") or []
+    user_text = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
+    prompt_text = _text(params.get("system")) + "\n" + "\n".join(_text(m.get("content")) for m in messages)
+    fmt = ((params.get("output_config") or {}).get("format")) or {}
+    tool = None
+    choice = params.get("tool_choice") or {}
+    if choice.get("type") == "tool":
+        tool = next((t for t in params.get("tools") or [] if t.get("name") == choice.get("name")), None)
+    schema = fmt.get("schema") if fmt.get("type") == "json_schema" else (tool or {}).get("input_schema")
+    outcome = core.answer(faults, key, schema, user_text, prompt_text, realtime=realtime, log=log)
+    stop_reason = "end_turn"
+    if outcome.refused:
+        content, stop_reason = [], "refusal"
+    elif tool is not None and outcome.answer is not None:
+        content = [{"type": "tool_use", "id": f"toolu_{secrets.token_hex(12)}", "name": tool["name"], "input": outcome.answer}]
+        stop_reason = "tool_use"
+    elif schema is None and outcome.answer is not None:
+        content = [{"type": "text", "text": str(outcome.answer.get("answer", ""))}]
+    else:  # structured output, or a forced tool whose answer was cut off
+        content = [{"type": "text", "text": outcome.text or ""}]
+        if outcome.fault == "non_json":
+            stop_reason = "max_tokens"
+    return outcome, {
+        "id": f"msg_{secrets.token_hex(12)}",
+        "type": "message",
+        "role": "assistant",
+        "model": params.get("model", "unknown"),
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "service_tier": "standard" if realtime else "batch",
+        },
+    }
+
+
 class AnthropicEmulator:
     def __init__(self, state) -> None:
         self.state = state
@@ -69,46 +111,7 @@ class AnthropicEmulator:
         return self.state.config.anthropic
 
     def message(self, params: dict[str, Any], key: str, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
-        """The model's answer to Messages params, as a Message object."""
-        messages = params.get("messages") or []
-        user_text = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
-        prompt_text = _text(params.get("system")) + "\n" + "\n".join(_text(m.get("content")) for m in messages)
-        fmt = ((params.get("output_config") or {}).get("format")) or {}
-        tool = None
-        choice = params.get("tool_choice") or {}
-        if choice.get("type") == "tool":
-            tool = next((t for t in params.get("tools") or [] if t.get("name") == choice.get("name")), None)
-        schema = fmt.get("schema") if fmt.get("type") == "json_schema" else (tool or {}).get("input_schema")
-        outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
-                              log=lambda k, f: self.state.log_fault("anthropic", k, f))
-        stop_reason = "end_turn"
-        if outcome.refused:
-            content, stop_reason = [], "refusal"
-        elif tool is not None and outcome.answer is not None:
-            content = [{"type": "tool_use", "id": f"toolu_{secrets.token_hex(12)}", "name": tool["name"], "input": outcome.answer}]
-            stop_reason = "tool_use"
-        elif schema is None and outcome.answer is not None:
-            content = [{"type": "text", "text": str(outcome.answer.get("answer", ""))}]
-        else:  # structured output, or a forced tool whose answer was cut off
-            content = [{"type": "text", "text": outcome.text or ""}]
-            if outcome.fault == "non_json":
-                stop_reason = "max_tokens"
-        return outcome, {
-            "id": f"msg_{secrets.token_hex(12)}",
-            "type": "message",
-            "role": "assistant",
-            "model": params.get("model", "unknown"),
-            "content": content,
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": outcome.input_tokens,
-                "output_tokens": outcome.output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "service_tier": "standard" if realtime else "batch",
-            },
-        }
+        return message(params, key, self.faults, lambda k, f: self.state.log_fault("anthropic", k, f), realtime=realtime)
 
     def advance(self, b: StoredBatch) -> None:
         with self.lock:

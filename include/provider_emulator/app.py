@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from provider_emulator import anthropic_api, openai_api
+from provider_emulator import anthropic_api, bedrock_api, openai_api, vertex_api
+from provider_emulator.storage import GCS, S3
 from provider_emulator.faults import PROVIDERS, FaultConfig, HttpFaultQueue
 
 log = logging.getLogger("provider_emulator")
@@ -54,6 +55,12 @@ FACES: dict[str, Face] = {
         lambda status, message: anthropic_api.error(status, message),
         sends_should_retry=True,
     ),
+    "vertex": Face("/vertex/", _bearer, vertex_api.error),
+    "bedrock": Face(
+        "/bedrock/",
+        lambda r: r.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256"),
+        lambda status, message: bedrock_api.error(status, message),
+    ),
 }
 
 MESSAGES = {429: "Rate limit reached for requests", 529: "Overloaded"}
@@ -81,7 +88,14 @@ def provider_of(path: str) -> str | None:
     return next((name for name, face in FACES.items() if path.startswith(face.prefix)), None)
 
 
-def create_app(config: FaultConfig | None = None, on_ready: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    config: FaultConfig | None = None,
+    *,
+    gcs_url: str,
+    s3_url: str,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The app; ``gcs_url`` and ``s3_url`` are the storage servers the Vertex and Bedrock jobs use."""
     state = EmulatorState(config or FaultConfig())
 
     @contextlib.asynccontextmanager
@@ -116,6 +130,8 @@ def create_app(config: FaultConfig | None = None, on_ready: Callable[[], None] |
 
     app.include_router(openai_api.router(openai_api.OpenAIEmulator(state)))
     app.include_router(anthropic_api.router(anthropic_api.AnthropicEmulator(state)))
+    app.include_router(vertex_api.router(vertex_api.VertexEmulator(state, GCS(gcs_url))))
+    app.include_router(bedrock_api.router(bedrock_api.BedrockEmulator(state, S3(s3_url))))
 
     @app.get(f"{ADMIN}/health")
     def health() -> dict[str, Any]:

@@ -1,0 +1,311 @@
+"""Vertex AI Gemini wire protocol: batchPredictionJobs and generateContent, for google-genai.
+
+Paths are ``/vertex/v1beta1/projects/{p}/locations/{l}/...`` (the SDK's ``v1beta1`` under the
+base URL it is given). Jobs read their JSONL input from GCS and write
+``<prefix>/prediction-model-<timestamp>/predictions.jsonl`` back, every line echoing its
+request. Only HTTP 200 is ever returned on success (the SDK raises on 201 and 204), job ids
+are all digits, int64 counts are strings, timestamps RFC 3339.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from provider_emulator import core
+from provider_emulator.faults import ProviderFaults
+
+PREFIX = "/vertex/v1beta1/projects/{project}/locations/{location}"
+STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+          409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": status, "message": message, "status": STATUS.get(status, "UNKNOWN")}}, status_code=status
+    )
+
+
+def normalize_schema(schema: Any) -> Any:
+    """Vertex's OpenAPI-style responseSchema (types in capitals) as a JSON Schema."""
+    if isinstance(schema, dict):
+        out = {k: normalize_schema(v) for k, v in schema.items()}
+        if isinstance(out.get("type"), str):
+            out["type"] = out["type"].lower()
+        if out.get("nullable"):
+            out.pop("nullable")
+        if out.get("type") == "object" and "properties" in out and "required" not in out:
+            out["required"] = list(out["properties"])
+        return out
+    if isinstance(schema, list):
+        return [normalize_schema(v) for v in schema]
+    return schema
+
+
+def _text(parts_holder: Any) -> str:
+    if isinstance(parts_holder, dict):
+        return "\n".join(str(p.get("text", "")) for p in parts_holder.get("parts") or [])
+    return ""
+
+
+@dataclass
+class StoredJob:
+    id: str
+    project: str
+    location: str
+    body: dict[str, Any]
+    created_at: float
+    faults: ProviderFaults
+    state: str = "JOB_STATE_PENDING"
+    started_at: float | None = None
+    ended_at: float | None = None
+    updated_at: float = 0.0
+    cancel_requested_at: float | None = None
+    error: dict[str, Any] | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    output_dir: str | None = None
+    lines: list[dict[str, Any]] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/batchPredictionJobs/{self.id}"
+
+
+class VertexEmulator:
+    def __init__(self, state, gcs) -> None:
+        self.state = state
+        self.gcs = gcs
+        self.jobs: dict[str, StoredJob] = {}
+        self.lock = threading.RLock()
+
+    @property
+    def faults(self) -> ProviderFaults:
+        return self.state.config.vertex
+
+    def generate(self, request: dict[str, Any], model_name: str, key: str, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+        contents = request.get("contents") or []
+        user_text = "\n".join(_text(c) for c in contents if c.get("role", "user") == "user")
+        prompt_text = _text(request.get("systemInstruction")) + "\n" + "\n".join(_text(c) for c in contents)
+        config = request.get("generationConfig") or {}
+        schema = config.get("responseJsonSchema") or (normalize_schema(config["responseSchema"]) if config.get("responseSchema") else None)
+        outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
+                              log=lambda k, f: self.state.log_fault("vertex", k, f))
+        if outcome.refused:
+            candidate = {"index": 0, "finishReason": "SAFETY", "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]}
+        else:
+            text = outcome.text if schema is not None or outcome.answer is None else str(outcome.answer.get("answer", ""))
+            candidate = {"index": 0, "content": {"role": "model", "parts": [{"text": text}]},
+                         "finishReason": "MAX_TOKENS" if outcome.fault == "non_json" else "STOP"}
+        return outcome, {
+            "candidates": [candidate],
+            "usageMetadata": {
+                "promptTokenCount": outcome.input_tokens,
+                "candidatesTokenCount": outcome.output_tokens,
+                "totalTokenCount": outcome.input_tokens + outcome.output_tokens,
+                "trafficType": "ON_DEMAND",
+            },
+            "modelVersion": model_name.rsplit("/", 1)[-1],
+            "createTime": core.rfc3339(time.time()),
+            "responseId": secrets.token_urlsafe(16),
+        }
+
+    def advance(self, job: StoredJob) -> None:
+        with self.lock:
+            if job.state in TERMINAL:
+                return
+            now = time.time()
+            tl = core.Timeline(job.created_at, job.faults.time_scale)
+            if job.cancel_requested_at is not None:
+                if now >= tl.cancel_settles(job.cancel_requested_at):
+                    self._end(job, "JOB_STATE_CANCELLED", tl.done_by(job.cancel_requested_at, len(job.lines or [])))
+                return
+            phase = tl.phase(now)
+            if phase == "validating":
+                return
+            if job.lines is None:
+                problem = self._load_input(job)
+                if problem or job.faults.job_outcome == "failed_validation":
+                    job.error = {"code": 3, "message": problem or "Failed to import data. The input is not valid JSON lines."}
+                    job.state, job.ended_at, job.updated_at = "JOB_STATE_FAILED", tl.validated, tl.validated
+                    return
+                job.state, job.started_at, job.updated_at = "JOB_STATE_RUNNING", tl.validated, tl.validated
+            if phase in ("running", "finalizing"):
+                return
+            if job.faults.job_outcome == "expired":
+                self._end(job, "JOB_STATE_EXPIRED", int(len(job.lines) * job.faults.expire_done_fraction))
+            else:
+                self._end(job, None, len(job.lines))
+
+    def _load_input(self, job: StoredJob) -> str | None:
+        source = (job.body.get("inputConfig") or {}).get("gcsSource", {}).get("uris") or []
+        lines: list[dict[str, Any]] = []
+        for uri in source:
+            data = self.gcs.read(uri)
+            if data is None:
+                return f"Input file {uri} does not exist."
+            for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    item = json.loads(raw)
+                except json.JSONDecodeError:
+                    return f"Failed to parse line {n} of {uri} as JSON."
+                if not isinstance(item, dict) or not isinstance(item.get("request"), dict):
+                    return f"Line {n} of {uri} has no 'request' object."
+                lines.append(item)
+        job.lines = lines
+        return None
+
+    def _end(self, job: StoredJob, state: str | None, done: int) -> None:
+        lines = job.lines or []
+        out, ok, failed = [], 0, 0
+        model_name = job.body.get("model", "")
+        for i, item in enumerate(lines[:done]):
+            request = item["request"]
+            key = (request.get("labels") or {}).get("custom_id") or json.dumps(request, sort_keys=True)
+            outcome, response = self.generate(request, model_name, key)
+            row: dict[str, Any] = {"status": "", "processed_time": core.rfc3339(time.time()), "request": request}
+            if outcome.failed:
+                status = job.faults.line_error_status
+                row["status"] = f"{STATUS.get(status, 'INTERNAL')}: {'Internal error encountered.' if status >= 500 else 'Quota exceeded.'}"
+                failed += 1
+            else:
+                row["response"] = response
+                ok += 1
+            out.append(row)
+        stamp = datetime.fromtimestamp(job.created_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        prefix = ((job.body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix", "").rstrip("/")
+        job.output_dir = f"{prefix}/prediction-model-{stamp}"
+        data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in core.shuffled(out, job.faults, job.id))
+        self.gcs.write(f"{job.output_dir}/predictions.jsonl", data.encode())
+        job.stats = {"successfulCount": ok, "failedCount": failed, "incompleteCount": len(lines) - done}
+        if state is None:
+            state = "JOB_STATE_SUCCEEDED" if failed == 0 else ("JOB_STATE_PARTIALLY_SUCCEEDED" if ok else "JOB_STATE_FAILED")
+            if state == "JOB_STATE_FAILED":
+                job.error = {"code": 13, "message": "All requests in the batch failed."}
+        job.state, job.ended_at, job.updated_at = state, time.time(), time.time()
+
+    def job_obj(self, job: StoredJob) -> dict[str, Any]:
+        self.advance(job)
+        body = job.body
+        obj: dict[str, Any] = {
+            "name": job.name,
+            "displayName": body.get("displayName", ""),
+            "model": body.get("model"),
+            "inputConfig": body.get("inputConfig"),
+            "outputConfig": body.get("outputConfig"),
+            "state": job.state,
+            "createTime": core.rfc3339(job.created_at),
+            "updateTime": core.rfc3339(job.updated_at or job.created_at),
+        }
+        if body.get("labels"):
+            obj["labels"] = body["labels"]
+        if job.started_at:
+            obj["startTime"] = core.rfc3339(job.started_at)
+        if job.ended_at:
+            obj["endTime"] = core.rfc3339(job.ended_at)
+        if job.stats:
+            obj["completionStats"] = {k: str(v) for k, v in job.stats.items()}
+        if job.output_dir:
+            obj["outputInfo"] = {"gcsOutputDirectory": job.output_dir}
+        if job.error:
+            obj["error"] = job.error
+        return obj
+
+
+def router(emu: VertexEmulator) -> APIRouter:
+    r = APIRouter(prefix=PREFIX)
+
+    def find(job_id: str) -> StoredJob | None:
+        return emu.jobs.get(job_id)
+
+    @r.post("/batchPredictionJobs")
+    async def create(project: str, location: str, request: Request):
+        body = await request.json()
+        missing = [k for k in ("displayName", "model", "inputConfig", "outputConfig") if not body.get(k)]
+        if missing:
+            return error(400, f"{missing[0]} is required.")
+        if not (body["inputConfig"].get("gcsSource") or {}).get("uris"):
+            return error(400, "Only gcsSource input is emulated (inputConfig.gcsSource.uris).")
+        if not (body["outputConfig"].get("gcsDestination") or {}).get("outputUriPrefix"):
+            return error(400, "Only gcsDestination output is emulated (outputConfig.gcsDestination.outputUriPrefix).")
+        with emu.lock:
+            job = StoredJob(str(secrets.randbelow(9 * 10**17) + 10**17), project, location, body, time.time(),
+                            emu.faults.model_copy(deep=True))
+            emu.jobs[job.id] = job
+        return emu.job_obj(job)
+
+    @r.get("/batchPredictionJobs")
+    def list_jobs(project: str, location: str, pageSize: int = 100, pageToken: str | None = None, filter: str | None = None):
+        with emu.lock:
+            jobs = sorted((j for j in emu.jobs.values() if j.project == project and j.location == location),
+                          key=lambda j: (j.created_at, j.id), reverse=True)
+        if filter and filter.startswith("display_name="):
+            wanted = filter.split("=", 1)[1].strip().strip('"')
+            jobs = [j for j in jobs if j.body.get("displayName") == wanted]
+        start = int(pageToken or 0)
+        page = jobs[start:start + max(pageSize, 1)]
+        result: dict[str, Any] = {"batchPredictionJobs": [emu.job_obj(j) for j in page]}
+        if start + len(page) < len(jobs):
+            result["nextPageToken"] = str(start + len(page))
+        return result
+
+    @r.get("/batchPredictionJobs/{job_id}")
+    def get(project: str, location: str, job_id: str):
+        job = find(job_id)
+        return emu.job_obj(job) if job else error(404, f"BatchPredictionJob {job_id} not found.")
+
+    @r.post("/batchPredictionJobs/{job_action}")
+    def cancel(project: str, location: str, job_action: str):
+        job_id, _, action = job_action.partition(":")
+        job = find(job_id)
+        if action != "cancel":
+            return error(404, f"Unknown method {action!r}.")
+        if job is None:
+            return error(404, f"BatchPredictionJob {job_id} not found.")
+        emu.advance(job)
+        if job.state in TERMINAL:
+            return error(400, f"BatchPredictionJob {job_id} is in state {job.state} and cannot be cancelled.")
+        with emu.lock:
+            job.cancel_requested_at = time.time()
+            job.state, job.updated_at = "JOB_STATE_CANCELLING", time.time()
+        return {}
+
+    @r.delete("/batchPredictionJobs/{job_id}")
+    def delete(project: str, location: str, job_id: str):
+        job = find(job_id)
+        if job is None:
+            return error(404, f"BatchPredictionJob {job_id} not found.")
+        emu.advance(job)
+        if job.state not in TERMINAL:
+            return error(400, f"BatchPredictionJob {job_id} is {job.state}; cancel it before deleting it.")
+        with emu.lock:
+            del emu.jobs[job_id]
+        return {"name": f"{job.name}/operations/{secrets.randbelow(10**18)}", "done": True,
+                "metadata": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeleteOperationMetadata"}}
+
+    @r.post("/publishers/{publisher}/models/{model_action}")
+    async def generate_content(project: str, location: str, publisher: str, model_action: str, request: Request):
+        model_id, _, action = model_action.partition(":")
+        if action != "generateContent":
+            return error(404, f"Unknown method {action!r}.")
+        body = await request.json()
+        if not body.get("contents"):
+            return error(400, "contents is required.")
+        outcome, response = emu.generate(body, f"publishers/{publisher}/models/{model_id}", json.dumps(body.get("contents"), sort_keys=True), realtime=True)
+        if outcome.failed:
+            status = emu.faults.line_error_status
+            return error(status, "Internal error encountered." if status >= 500 else "Quota exceeded.")
+        return response
+
+    return r
