@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -45,10 +46,10 @@ def postgres_url():
     return PG_URL
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request, tmp_path):
-    """A fresh, empty ledger database URL on each backend."""
-    if request.param == "sqlite":
+@contextlib.contextmanager
+def empty_ledger_url(backend: str, tmp_path: Path):
+    """A fresh, empty ledger database URL: a SQLite file, or a schema of its own in PostgreSQL."""
+    if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
         return
     import sqlalchemy as sa
@@ -63,6 +64,13 @@ def ledger_url(request, tmp_path):
         with engine.begin() as conn:
             conn.execute(sa.text(f'drop schema "{schema}" cascade'))
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """A fresh, empty ledger database URL on each backend."""
+    with empty_ledger_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -102,3 +110,18 @@ def airflow_home(airflow_template, tmp_path):
     home.mkdir()
     shutil.copy(airflow_template, home / "airflow.db")
     return home
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the DAG files' parse times recorded by test_dags.py."""
+    lines = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "parse_time"
+    ]
+    if lines:
+        terminalreporter.section("DAG parse times")
+        for line in sorted(lines):
+            terminalreporter.write_line(f"  {line}")

@@ -1,13 +1,16 @@
-"""End to end: ``airflow dags test ticket_summaries`` against the emulator, as a user runs it."""
+"""End to end: ``airflow dags test ticket_summaries`` against the emulator, as a user runs it,
+on each of the four providers (switched with ``BATCH_AI_PROVIDER``, as the demo does)."""
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
-import openai
 import pytest
+import yaml
 from sqlalchemy import create_engine, func, select, text
+
+from batch_ai import include_dir
 
 from batch_ai.ledger import tables as t
 from batch_ai.localenv import airflow_env, dags_test
@@ -22,8 +25,10 @@ DAY = "2026-11-25"
 class Run:
     """One project-local Airflow, one ledger, one data directory, one emulator."""
 
-    def __init__(self, home: Path, ledger_url: str, data_dir: Path, emulator):
-        self.env = airflow_env(home, ledger_url=ledger_url, data_dir=data_dir, extra=emulator.airflow_env())
+    def __init__(self, home: Path, ledger_url: str, data_dir: Path, emulator, provider: str = "openai"):
+        extra = {**emulator.airflow_env(), "BATCH_AI_PROVIDER": provider}
+        self.env = airflow_env(home, ledger_url=ledger_url, data_dir=data_dir, extra=extra)
+        self.provider = provider
         self.home = home
         self.ledger_url = ledger_url
         self.emulator = emulator
@@ -49,16 +54,42 @@ class Run:
     def report(self):
         return self.rows(select(t.runs.c.report).order_by(t.runs.c.id.desc()).limit(1))[0].report
 
-    def batches(self):
-        client = openai.OpenAI(api_key="k", base_url=self.emulator.settings["openai"]["base_url"])
-        return list(client.batches.list(limit=100))
+    def batches(self) -> list[str]:
+        """The provider jobs the emulator holds."""
+        return self.emulator.jobs(self.provider)
+
+    def with_spec(self, tmp_path: Path, **changes) -> None:
+        """Run against a copy of include/ whose workload YAML has ``changes`` (dotted keys)."""
+        copy = tmp_path / "include"
+        shutil.copytree(include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
+        path = copy / "workloads" / "ticket_summaries.yaml"
+        spec = yaml.safe_load(path.read_text())
+        for dotted, value in changes.items():
+            node = spec
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        path.write_text(yaml.safe_dump(spec))
+        self.env["BATCH_AI_INCLUDE_DIR"] = str(copy)
 
 
 @pytest.fixture
 def run(airflow_home, ledger_url, tmp_path, emulator):
+    """OpenAI, on both ledger backends."""
     data = tmp_path / "data"
     write_day(data, DAY, count=120)
     r = Run(airflow_home, ledger_url, data, emulator)
+    yield r
+    r.engine.dispose()
+
+
+@pytest.fixture(params=["openai", "anthropic", "vertex", "bedrock"])
+def provider_run(request, airflow_home, tmp_path, emulator):
+    """Each provider, on a SQLite ledger (the ledger's own tests cover both backends)."""
+    data = tmp_path / "data"
+    r = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", data, emulator, provider=request.param)
+    r.data = data
     yield r
     r.engine.dispose()
 
@@ -104,31 +135,36 @@ def test_clean_run_publishes_every_valid_record_and_reruns_are_no_ops(run, tmp_p
     assert with_two_publishes == 0
 
 
-def test_faults_route_each_record_to_its_state(run, tmp_path):
+EXPECTED = {"line_error": "provider_error", "refusal": "invalid_output", "non_json": "invalid_output",
+            "html": "invalid_output", "bad_enum": "invalid_output", "wrong_id": "invalid_output",
+            "overlong": "invalid_output", "missing_field": "invalid_output"}
+
+
+def test_faults_route_each_record_to_its_state(provider_run):
+    run = provider_run
+    write_day(run.data, DAY, count=120)
     run.emulator.set_faults({
-        "openai": {
+        run.provider: {
             "seed": 5,
             "shuffle": True,
             "realtime_faults": False,  # keep the sample step out of it: this test is about batch lines
             "line_error_rate": 0.08,
+            "refusal_rate": 0.03,
             "malformed": {"non_json": 0.06, "html": 0.08, "bad_enum": 0.05, "wrong_id": 0.05, "overlong": 0.04},
         }
     })
     run.dag()
     report = run.report()
-    assert report["lost"] == 0
-    fault_log = run.emulator.fault_log()["openai"]
-    rows = run.rows(select(t.records.c.custom_id, t.records.c.state, t.records.c.error_kind, t.records.c.source_id, t.records.c.input)
-                    .where(t.records.c.custom_id.is_not(None)))
+    assert report["lost"] == 0 and report["provider"] == run.provider and len(report["provider_job_ids"]) == 1
+    faulted = run.emulator.fault_log()[run.provider]
+    rows = run.rows(select(t.records.c.custom_id, t.records.c.state, t.records.c.error_kind, t.records.c.source_id,
+                           t.records.c.input).where(t.records.c.custom_id.is_not(None)))
     assert len(rows) == 100
-    expected = {"line_error": "provider_error", "non_json": "invalid_output", "html": "invalid_output",
-                "bad_enum": "invalid_output", "wrong_id": "invalid_output", "overlong": "invalid_output"}
-    # sample calls are logged by request text, batch lines by custom id: take the batch ones
-    faulted = {cid: f for cid, f in fault_log.items() if cid.startswith("r")}
-    assert set(faulted.values()) == set(expected)  # every fault kind happened at least once
+    assert {"line_error", "html", "non_json"} <= set(faulted.values())
     for r in rows:
-        assert r.state == expected.get(faulted.get(r.custom_id), "published"), (r.custom_id, faulted.get(r.custom_id), r.state)
+        assert r.state == EXPECTED.get(faulted.get(r.custom_id), "published"), (r.custom_id, faulted.get(r.custom_id), r.state)
     assert {r.error_kind for r in rows if r.state == "provider_error"} == {"server_error"}
+    assert all(r.error_kind == "refusal" for r in rows if faulted.get(r.custom_id) == "refusal")
 
     # HTML output is never published; every published row is its own ticket's answer (order was shuffled)
     published = {p.ticket_id: p for p in run.rows(text("select ticket_id, summary from ticket_summaries"))}
@@ -138,11 +174,60 @@ def test_faults_route_each_record_to_its_state(run, tmp_path):
     for ticket_id, p in published.items():
         ticket = inputs[ticket_id]
         assert p.summary.split(".")[0] in Reading(f"<input>\nSubject: {ticket['subject']}\n{ticket['body']}\n</input>").text
+    assert report["states"]["published"] == len(published)
+
+
+def test_expired_job_publishes_what_was_done(provider_run):
+    run = provider_run
+    write_day(run.data, DAY, count=120)
+    run.emulator.set_faults({run.provider: {"job_outcome": "expired", "expire_done_fraction": 0.6}})
+    run.dag()
+    report = run.report()
+    assert report["lost"] == 0 and report["jobs"][0]["status"] == "expired"
+    assert report["states"]["published"] == 60 and report["states"]["provider_error"] == 40
+    assert report["error_kinds"]["expired"] == 40
+
+
+def test_low_limits_split_the_work_into_several_jobs(provider_run, tmp_path):
+    run = provider_run
+    # Bedrock jobs need at least 100 records: give it enough for two jobs of 100-150
+    rows, limit = (250, 150) if run.provider == "bedrock" else (120, 30)
+    write_day(run.data, DAY, count=rows)
+    # keep the jobs at the provider (Anthropic's clean-up deletes the batch) so they can be counted
+    run.with_spec(tmp_path, **{"batching.max_requests_per_job": limit, "provider.delete_files_after_collect": False})
+    run.dag()
+    report = run.report()
+    valid = rows - 20
+    assert report["lost"] == 0 and report["states"]["published"] == valid
+    sizes = [j["records"] for j in report["jobs"]]
+    assert len(sizes) == (2 if run.provider == "bedrock" else -(-valid // limit))
+    assert sum(sizes) == valid and max(sizes) <= limit and len(set(report["provider_job_ids"])) == len(sizes)
+    assert len(run.batches()) == len(sizes)
 
 
 def test_dag_test_run_fails_loudly_on_a_missing_source_file(run):
     proc = dags_test(run.env, "ticket_summaries", "2026-11-20", run.home / "missing.log")
+    assert proc.returncode != 0
     output = (run.home / "missing.log").read_text()
     assert "closed_2026-11-20.jsonl for 2026-11-20 does not exist" in output
     assert output.rstrip().endswith("DagRun failed"), output[-2000:]
     assert run.batches() == []
+
+
+def test_bedrock_below_its_minimum_uses_real_time_calls_or_holds(airflow_home, tmp_path, emulator):
+    data = tmp_path / "data"
+    write_day(data, DAY, count=60)  # 40 valid records: under Bedrock's 100
+    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", data, emulator, provider="bedrock")
+    run.dag()
+    report = run.report()
+    assert run.batches() == [] and report["lost"] == 0
+    assert report["states"]["published"] == 40
+    assert report["jobs"][0]["provider_job_id"].startswith("realtime:") and report["jobs"][0]["records"] == 40
+
+    held = Run(airflow_home, f"sqlite:///{tmp_path / 'held.sqlite'}", data, emulator, provider="bedrock")
+    held.with_spec(tmp_path / "held", **{"provider.below_minimum": "hold"})
+    held.dag()
+    report = held.report()
+    assert held.batches() == [] and report["lost"] == 0
+    assert report["states"]["queued"] == 40 and report["states"]["published"] == 0
+    assert "fewer than the 100" in report["held"]["reason"]

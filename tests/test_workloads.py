@@ -93,3 +93,32 @@ def test_content_change_without_version_bump_fails_loudly(include_copy, tmp_path
     load_workload.cache_clear()
     bumped = load_workload_file(path)
     ledger.check_artifact_versions(bumped.name, bumped.artifacts())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"provider.name": "vertex", "provider.model": "gemini-live-2.5-flash"}, "does not offer batch inference"),
+        ({"provider.name": "vertex", "provider.region": "asia-south1"}, "not offered in 'asia-south1'"),
+        ({"provider.name": "bedrock", "provider.region": "eu-central-1"}, "not offered in 'eu-central-1'"),
+        ({"provider.name": "nobody"}, "provider 'nobody' is not in the capability table"),
+    ],
+)
+def test_capability_table_rejects_unsupported_model_or_region_at_load(include_copy, changes, message):
+    path = edit_spec(include_copy, **changes)
+    with pytest.raises(WorkloadError, match=message):
+        load_workload_file(path)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "vertex", "bedrock"])
+def test_switching_provider_is_one_line_and_picks_its_operators(include_copy, provider):
+    from batch_ai.dag_factory import build_dag
+
+    edit_spec(include_copy, **{"provider.name": provider})
+    w = load_workload("ticket_summaries")
+    assert w.spec.provider.model  # the provider's default model, from the capability table
+    dag = build_dag("ticket_summaries")
+    names = {"openai": "OpenAIBatch", "anthropic": "AnthropicBatch", "vertex": "VertexGeminiBatch", "bedrock": "BedrockBatch"}
+    assert dag.get_task("job.submit").__class__.__name__ == f"{names[provider]}SubmitOperator"
+    assert dag.get_task("job.wait").__class__.__name__ == f"{names[provider]}Sensor"
+    assert provider in dag.tags

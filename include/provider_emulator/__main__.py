@@ -22,6 +22,8 @@ HOST = "127.0.0.1"
 GCP_PROJECT = "batch-ai-local"
 GCP_LOCATION = "us-central1"
 AWS_REGION = "us-east-1"
+STAGING_BUCKET = "batch-ai-staging"  # made in both GCS and S3 at start, for staging job files
+EMULATOR_ROLE = "arn:aws:iam::123456789012:role/batch-ai-emulator"
 
 
 def free_port() -> int:
@@ -54,25 +56,56 @@ def settings(port: int, gcs_port: int, s3_port: int) -> dict:
             "project": GCP_PROJECT,
             "location": GCP_LOCATION,
             "storage_emulator_host": gcs,
+            "staging_uri": f"gs://{STAGING_BUCKET}/jobs",
+            "airflow_connection": {
+                "conn_type": "google_cloud_platform",
+                "extra": {
+                    "project": GCP_PROJECT,
+                    "is_anonymous": True,
+                    "vertex_base_url": f"{base}/vertex/",
+                    "batch_ai_staging_uri": f"gs://{STAGING_BUCKET}/jobs",
+                },
+            },
+            # google-cloud-storage finds the GCS emulator through this variable
+            "environment": {"STORAGE_EMULATOR_HOST": gcs},
         },
         "bedrock": {
             "endpoint_url": f"{base}/bedrock",
             "region": AWS_REGION,
             "s3_endpoint_url": s3,
+            "staging_uri": f"s3://{STAGING_BUCKET}/jobs",
+            "airflow_connection": {
+                "conn_type": "aws",
+                "login": "emulator",
+                "password": "emulator",
+                "extra": {
+                    "region_name": AWS_REGION,
+                    "service_config": {
+                        "s3": {"endpoint_url": s3},
+                        "bedrock": {"endpoint_url": f"{base}/bedrock"},
+                        "bedrock-runtime": {"endpoint_url": f"{base}/bedrock"},
+                    },
+                    "batch_ai_staging_uri": f"s3://{STAGING_BUCKET}/jobs",
+                    "batch_ai_role_arn": EMULATOR_ROLE,
+                },
+            },
         },
     }
 
 
 def start_storage(gcs_port: int, s3_port: int):
     """The GCS and S3 servers, in this process's threads."""
+    import boto3
     from gcp_storage_emulator.server import create_server
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
-    gcs = create_server(HOST, gcs_port, in_memory=True)
+    gcs = create_server(HOST, gcs_port, in_memory=True, default_bucket=STAGING_BUCKET)
     gcs.start()
     s3 = ThreadedMotoServer(ip_address=HOST, port=s3_port, verbose=False)
     s3.start()
+    boto3.client("s3", endpoint_url=f"http://{HOST}:{s3_port}", region_name=AWS_REGION,
+                 aws_access_key_id="emulator", aws_secret_access_key="emulator").create_bucket(Bucket=STAGING_BUCKET)
     return gcs, s3
 
 

@@ -128,10 +128,24 @@ def create_app(
             return response
         return await call_next(request)
 
-    app.include_router(openai_api.router(openai_api.OpenAIEmulator(state)))
-    app.include_router(anthropic_api.router(anthropic_api.AnthropicEmulator(state)))
-    app.include_router(vertex_api.router(vertex_api.VertexEmulator(state, GCS(gcs_url))))
-    app.include_router(bedrock_api.router(bedrock_api.BedrockEmulator(state, S3(s3_url))))
+    emulators = {
+        "openai": openai_api.OpenAIEmulator(state),
+        "anthropic": anthropic_api.AnthropicEmulator(state),
+        "vertex": vertex_api.VertexEmulator(state, GCS(gcs_url)),
+        "bedrock": bedrock_api.BedrockEmulator(state, S3(s3_url)),
+    }
+    for name, module in (("openai", openai_api), ("anthropic", anthropic_api), ("vertex", vertex_api), ("bedrock", bedrock_api)):
+        app.include_router(module.router(emulators[name]))
+
+    @app.get(f"{ADMIN}/jobs")
+    def jobs() -> dict[str, list[str]]:
+        """The ids of the jobs each provider holds (what a test counts to prove nothing was paid twice)."""
+        return {
+            "openai": list(emulators["openai"].batches),
+            "anthropic": list(emulators["anthropic"].batches),
+            "vertex": list(emulators["vertex"].jobs),
+            "bedrock": list(emulators["bedrock"].jobs),
+        }
 
     @app.get(f"{ADMIN}/health")
     def health() -> dict[str, Any]:

@@ -159,21 +159,13 @@ class BedrockEmulator:
         if not files:
             return f"No .jsonl input files found at {uri}."
         records: list[tuple[str, dict[str, Any]]] = []
-        for f in files:
-            data = self.s3.read(f)
-            if data is None:
-                return f"Input file {f} does not exist."
-            for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    item = json.loads(raw)
-                except json.JSONDecodeError:
-                    return f"Line {n} of {f} is not valid JSON."
-                if not isinstance(item, dict) or not isinstance(item.get("modelInput"), dict):
-                    return f"Line {n} of {f} has no modelInput object."
-                item.setdefault("recordId", f"RECORD{len(records) + 1:011d}")
-                records.append((f, item))
+        try:
+            for f in files:
+                for item in core.jsonl_objects(self.s3.read(f), f, "modelInput"):
+                    item.setdefault("recordId", f"RECORD{len(records) + 1:011d}")
+                    records.append((f, item))
+        except core.BadInput as exc:
+            return str(exc)
         minimum = job.faults.min_records_per_job
         if len(records) < minimum:
             return (f"The job has {len(records)} records; the minimum number of records for a batch inference "

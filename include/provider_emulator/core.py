@@ -7,6 +7,7 @@ job takes are the same for all four.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -108,8 +109,6 @@ def answer(
     if fault:
         text = malform(output, schema, fault)
         try:
-            import json
-
             parsed = json.loads(text)
         except ValueError:
             parsed = None
@@ -143,6 +142,28 @@ def malform(output: dict[str, Any], schema: dict[str, Any], kind: str) -> str:
     elif kind == "wrong_id" and id_fields:
         out[id_fields[0]] = f"{out[id_fields[0]]}-X"
     return model.dumps(out)
+
+
+class BadInput(ValueError):
+    """An input file a job cannot run on; the message is what the provider would report."""
+
+
+def jsonl_objects(data: bytes | None, uri: str, required_key: str) -> list[dict[str, Any]]:
+    """The objects of a JSONL input file, each with a JSON object under ``required_key``."""
+    if data is None:
+        raise BadInput(f"Input file {uri} does not exist.")
+    items = []
+    for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError:
+            raise BadInput(f"Line {n} of {uri} is not valid JSON.") from None
+        if not isinstance(item, dict) or not isinstance(item.get(required_key), dict):
+            raise BadInput(f"Line {n} of {uri} has no {required_key!r} object.")
+        items.append(item)
+    return items
 
 
 def shuffled(items: list, faults: ProviderFaults, salt: str) -> list:

@@ -61,15 +61,20 @@ class Emulator:
     def fault_log(self) -> dict[str, dict[str, str]]:
         return httpx.get(f"{self.base_url}/_emulator/fault-log", timeout=10).json()
 
+    def jobs(self, provider: str) -> list[str]:
+        """Ids of the batch jobs the emulator holds for a provider."""
+        return httpx.get(f"{self.base_url}/_emulator/jobs", timeout=10).json()[provider]
+
     def calls(self) -> dict[str, int]:
         return httpx.get(f"{self.base_url}/_emulator/calls", timeout=10).json()
 
     def airflow_env(self) -> dict[str, str]:
         """Environment variables defining the Airflow connections that point at the emulator."""
-        return {
-            f"AIRFLOW_CONN_{provider.upper()}_DEFAULT": json.dumps(self.settings[provider]["airflow_connection"])
-            for provider in ("openai", "anthropic")
-        }
+        conn_ids = {"openai": "OPENAI_DEFAULT", "anthropic": "ANTHROPIC_DEFAULT",
+                    "vertex": "GOOGLE_CLOUD_DEFAULT", "bedrock": "AWS_DEFAULT"}
+        env = {f"AIRFLOW_CONN_{conn_ids[p]}": json.dumps(self.settings[p]["airflow_connection"]) for p in conn_ids}
+        env.update(self.settings["vertex"]["environment"])
+        return env
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -148,22 +148,10 @@ class VertexEmulator:
 
     def _load_input(self, job: StoredJob) -> str | None:
         source = (job.body.get("inputConfig") or {}).get("gcsSource", {}).get("uris") or []
-        lines: list[dict[str, Any]] = []
-        for uri in source:
-            data = self.gcs.read(uri)
-            if data is None:
-                return f"Input file {uri} does not exist."
-            for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    item = json.loads(raw)
-                except json.JSONDecodeError:
-                    return f"Failed to parse line {n} of {uri} as JSON."
-                if not isinstance(item, dict) or not isinstance(item.get("request"), dict):
-                    return f"Line {n} of {uri} has no 'request' object."
-                lines.append(item)
-        job.lines = lines
+        try:
+            job.lines = [item for uri in source for item in core.jsonl_objects(self.gcs.read(uri), uri, "request")]
+        except core.BadInput as exc:
+            return str(exc)
         return None
 
     def _end(self, job: StoredJob, state: str | None, done: int) -> None:

@@ -11,15 +11,19 @@ from pathlib import Path
 
 from batch_ai.localenv import REPO, airflow_env, dags_test, migrate
 
-DEMO_FAULTS = {
-    "openai": {
-        "seed": 11,
-        "time_scale": 1.0,
-        "shuffle": True,
-        "line_error_rate": 0.03,
-        "malformed": {"non_json": 0.01, "html": 0.01, "bad_enum": 0.01, "wrong_id": 0.005},
+PROVIDERS = ("openai", "anthropic", "vertex", "bedrock")
+
+
+def demo_faults(provider: str) -> dict:
+    """A realistic night: a few per-line errors and malformed answers, results out of order."""
+    return {
+        provider: {
+            "seed": 11,
+            "shuffle": True,
+            "line_error_rate": 0.03,
+            "malformed": {"non_json": 0.01, "html": 0.01, "bad_enum": 0.01, "wrong_id": 0.005},
+        }
     }
-}
 
 
 def cmd_demo(args) -> int:
@@ -40,12 +44,13 @@ def cmd_demo(args) -> int:
     out.mkdir(exist_ok=True)
     data = write_day(out / "data", args.date, count=args.rows)
     print(f"seeded {args.rows} ticket rows into {data.relative_to(REPO)}")
-    base_env = airflow_env(home, ledger_url=f"sqlite:///{ledger_path}", data_dir=out / "data")
+    base_env = airflow_env(home, ledger_url=f"sqlite:///{ledger_path}", data_dir=out / "data",
+                           extra={"BATCH_AI_PROVIDER": args.provider})
     print("preparing the Airflow metadata database in .airflow/ ...")
     migrate(base_env)
-    faults = json.loads(args.faults) if args.faults else DEMO_FAULTS
+    faults = json.loads(args.faults) if args.faults else demo_faults(args.provider)
     with Emulator(faults, log_file=out / "emulator.log") as emu:
-        print(f"provider emulator listening on {emu.base_url}")
+        print(f"provider emulator listening on {emu.base_url}; the workload runs on {args.provider}")
         env = {**base_env, **emu.airflow_env()}
         started = time.monotonic()
         print(f"running: airflow dags test {args.workload} {args.date}  (log: demo-output/{args.workload}.airflow.log)")
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report")
     demo.add_argument("--workload", default="ticket_summaries")
+    demo.add_argument("--provider", choices=PROVIDERS, default="openai",
+                      help="run the workload on this provider (through the emulator)")
     demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
     demo.add_argument("--rows", type=int, default=300)
     demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")

@@ -13,13 +13,13 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Change, IntakeRow, Ledger, RecordKey, utcnow
 from batch_ai.providers import BatchProvider
-from batch_ai.providers.base import ErrorKind, JobInfo, JobStatus, Prompt, RequestOptions, request_size
+from batch_ai.providers.base import ErrorKind, JobExpectation, JobInfo, JobStatus, Prompt, RequestOptions, request_size
 from batch_ai.providers.capabilities import capabilities
 from batch_ai.validation.records import OutputValidator
 from batch_ai.workloads import Workload
@@ -198,40 +198,82 @@ def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) ->
 # -- plan and submit --------------------------------------------------------------------
 
 
+def adapter_for(w: Workload) -> BatchProvider:
+    from batch_ai.providers import get_adapter
+
+    p = w.spec.provider
+    return get_adapter(p.name, w.conn_id, region=p.region, staging_uri=p.staging_uri, role_arn=p.role_arn)
+
+
+def _token(w: Workload, run: RunInfo, n: int) -> str:
+    """A job's submission token: letters, digits and hyphens, under 64 characters, so it can be
+    an OpenAI metadata value, a Vertex display name and a Bedrock job name and client token."""
+    run_tag = hashlib.sha256(run.run_id.encode()).hexdigest()[:10]
+    return f"{w.name.replace('_', '-')[:36]}-{run_tag}-{n:04d}"
+
+
+def split_into_jobs(sizes: list[int], max_requests: int, max_bytes: int, min_requests: int) -> list[list[int]]:
+    """Group request indexes into jobs within the limits, each job at least ``min_requests`` big.
+
+    ``sizes`` are the request sizes in bytes. Assumes ``len(sizes) >= min_requests``.
+    """
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i, size in enumerate(sizes):
+        if groups[-1] and (len(groups[-1]) >= max_requests or used + size > max_bytes):
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += size
+    if len(groups) > 1 and len(groups[-1]) < min_requests:
+        # too small a tail: share the last two groups out evenly (each stays within the limits,
+        # as the two together were split only because they exceeded one job)
+        both = groups[-2] + groups[-1]
+        half = len(both) // 2
+        groups[-2:] = [both[:half], both[half:]]
+    return groups
+
+
 def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> list[str]:
     """Split queued records into provider jobs within the limits; write each job's intent.
 
-    Returns the submission tokens of all of this run's jobs (a re-run returns the same ones).
+    Returns the submission tokens of all of this run's batch jobs (a re-run returns the same
+    ones). Too few records for the provider's minimum job size are held for a later run or
+    sent through real-time calls, as the workload's ``below_minimum`` says.
     """
     key = record_key(w)
-    pcaps = capabilities().provider(w.spec.provider.name)
-    max_requests = min(filter(None, [pcaps.limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
-    max_bytes = min(filter(None, [pcaps.limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
+    limits = capabilities().provider(w.spec.provider.name).limits
+    max_requests = min(filter(None, [limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
+    max_bytes = min(filter(None, [limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
     options = request_options(w)
     records = ledger.queued_unplanned(key, run.run_id)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    current_bytes = 0
+    sizes = []
     for rec in records:
-        line = adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options)
-        size = request_size(line)
+        size = request_size(adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options))
         if size > max_bytes:
             raise StageError(f"record {rec.id} ({rec.source_id}) alone is {size} bytes, over the job limit {max_bytes}")
-        if current and (len(current) >= max_requests or current_bytes + size > max_bytes):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(rec.id)
-        current_bytes += size
-    if current:
-        groups.append(current)
+        sizes.append(size)
     existing = ledger.planned_tokens(w.name, run.run_id)
-    run_tag = hashlib.sha256(run.run_id.encode()).hexdigest()[:10]
+    if records and len(records) < limits.min_requests_per_job:
+        below = (f"{len(records)} queued record(s) are fewer than the {limits.min_requests_per_job} "
+                 f"{w.spec.provider.name} needs for a batch job")
+        if w.spec.provider.below_minimum == "hold":
+            log.warning("%s: holding them for a later run (provider.below_minimum: hold)", below)
+            ledger.set_run_detail(w.name, run.run_id, "held", {"records": len(records), "reason": below})
+        else:
+            log.warning("%s: sending them through real-time calls (provider.below_minimum: realtime)", below)
+            token = _token(w, run, len(existing) + 1)
+            ledger.plan_job(key, w.spec.provider.name, run.run_id, token, [r.id for r in records])
+            run_realtime(w, ledger, adapter, token, run)
+        return ledger.planned_tokens(w.name, run.run_id, batch_only=True)
+    groups = split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job) if records else []
     for n, group in enumerate(groups, start=len(existing) + 1):
-        token = f"{w.name[:40]}-{run_tag}-{n:04d}"
-        ledger.plan_job(key, w.spec.provider.name, run.run_id, token, group)
+        token = _token(w, run, n)
+        ledger.plan_job(key, w.spec.provider.name, run.run_id, token, [records[i].id for i in group])
         log.info("planned job %s with %d records", token, len(group))
-    tokens = ledger.planned_tokens(w.name, run.run_id)
-    log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes)", w.name, len(records), len(tokens), max_requests, max_bytes)
+    tokens = ledger.planned_tokens(w.name, run.run_id, batch_only=True)
+    log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes, at least %d)", w.name,
+             len(records), len(groups), max_requests, max_bytes, limits.min_requests_per_job)
     return tokens
 
 
@@ -251,7 +293,12 @@ def submit(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run:
         log.info("job %s has no queued records left; nothing to submit", token)
         return None
     custom_ids = {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
-    found = adapter.find_job(token)
+    expected = JobExpectation(
+        custom_ids=tuple(custom_ids.values()),
+        not_before=job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc),
+        claimed=frozenset(ledger.provider_job_ids(w.spec.provider.name)),
+    )
+    found = adapter.find_job(token, expected)
     if found is not None:
         log.warning(
             "found provider job %s created earlier for %s (the ledger had not recorded it); using it, not creating another",
@@ -262,7 +309,8 @@ def submit(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run:
     else:
         options = request_options(w)
         requests = [adapter.build_request(custom_ids[rec.id], prompt_for(w, rec.input), options) for rec in records]
-        info = adapter.submit(requests, token, {"batch_ai_workload": w.name, "batch_ai_run": run.run_id[:500]})
+        info = adapter.submit(requests, token, model=w.spec.provider.model,
+                              labels={"batch_ai_workload": w.name, "batch_ai_run": run.run_id[:200]})
     ledger.mark_submitted(job.id, info.provider_job_id, info.details, custom_ids, run.run_id, ACTOR)
     log.info("job %s: %d records submitted as %s (%s)", token, len(records), info.provider_job_id, info.raw_status)
     return info.provider_job_id
@@ -286,10 +334,34 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
     info = adapter.get_job(job.provider_job_id)
     if not info.terminal:
         raise StageError(f"job {token} ({info.provider_job_id}) is still {info.raw_status}; collect runs after the wait")
+    pcaps = capabilities().provider(w.spec.provider.name)
+    summary = _apply_results(w, ledger, job, adapter.iter_results(info), info, run, discount=pcaps.batch_discount)
+    if w.spec.provider.delete_files_after_collect:
+        adapter.cleanup(info)
+    summary = {"token": token, "provider_job_id": info.provider_job_id, "status": str(info.status), **summary}
+    log.info("collect %s: %s", token, json.dumps(summary))
+    return summary
+
+
+def run_realtime(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run: RunInfo) -> dict[str, Any]:
+    """Process a planned job's records with real-time calls instead of a batch job (at full price)."""
+    job = ledger.job(token)
+    records = ledger.job_records(job.id, State.QUEUED)
+    custom_ids = {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
+    ledger.mark_submitted(job.id, f"realtime:{token}", {"kind": "realtime"}, custom_ids, run.run_id, ACTOR)
+    options = request_options(w)
+    results = (adapter.realtime(custom_ids[rec.id], prompt_for(w, rec.input), options) for rec in records)
+    info = JobInfo(f"realtime:{token}", JobStatus.COMPLETED, "realtime", {"total": len(records)})
+    summary = _apply_results(w, ledger, ledger.job(token), results, info, run, discount=1.0)
+    log.info("real-time %s: %s", token, json.dumps(summary))
+    return summary
+
+
+def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run: RunInfo, *, discount: float) -> dict[str, Any]:
+    """Validate each result, move its record on, and give every record without one its reason."""
     records = {r.custom_id: r for r in ledger.job_records(job.id)}
     validator = OutputValidator(w.output_schema, w.spec.validation)
-    pcaps = capabilities().provider(w.spec.provider.name)
-    price = pcaps.price(w.spec.provider.model)
+    price = capabilities().provider(w.spec.provider.name).price(w.spec.provider.model)
     tally: Counter = Counter()
     seen: set[str] = set()
     pending: list[Change] = []
@@ -300,15 +372,15 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
         ledger.transition(pending, actor=ACTOR, run_id=run.run_id, job_id=job.id)
         pending.clear()
 
-    for result in adapter.iter_results(info):
+    for result in results:
         rec = records.get(result.custom_id)
         if rec is None:
             tally["unknown_custom_id"] += 1
-            log.warning("job %s: result for unknown custom id %r ignored", token, result.custom_id)
+            log.warning("job %s: result for unknown custom id %r ignored", job.token, result.custom_id)
             continue
         if result.custom_id in seen:
             tally["duplicate_result"] += 1
-            log.warning("job %s: second result for %s ignored", token, result.custom_id)
+            log.warning("job %s: second result for %s ignored", job.token, result.custom_id)
             continue
         seen.add(result.custom_id)
         if rec.state != State.SUBMITTED:  # collected by an earlier attempt of this task
@@ -316,32 +388,9 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
             continue
         tokens_in += result.input_tokens
         tokens_out += result.output_tokens
-        line_cost = price.cost(result.input_tokens, result.output_tokens, pcaps.batch_discount)
+        line_cost = price.cost(result.input_tokens, result.output_tokens, discount)
         cost += line_cost
-        usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": line_cost}
-        now = utcnow()
-        if not result.answered:
-            change = Change(rec.id, State.PROVIDER_ERROR, result.error_message, {
-                **usage, "error_kind": str(result.error_kind), "error_message": result.error_message, "completed_at": now,
-            })
-        elif result.refusal:
-            change = Change(rec.id, State.INVALID_OUTPUT, f"refused: {result.refusal}", {
-                **usage, "error_kind": str(ErrorKind.REFUSAL), "error_message": result.refusal[:2000],
-                "validation_errors": ["refusal"], "completed_at": now,
-            })
-        else:
-            verdict = validator.validate(result.output_text, rec.source_id)
-            if verdict.ok:
-                change = Change(rec.id, State.COMPLETED, "valid output", {
-                    **usage, "output": verdict.output, "validation_errors": None, "error_kind": None,
-                    "error_message": None, "completed_at": now,
-                })
-            else:
-                change = Change(rec.id, State.INVALID_OUTPUT, "; ".join(verdict.errors)[:2000], {
-                    **usage, "output": verdict.output if verdict.output is not None else {"raw": (result.output_text or "")[:5000]},
-                    "validation_errors": verdict.errors, "error_kind": str(ErrorKind.INVALID_OUTPUT),
-                    "error_message": "; ".join(verdict.errors)[:2000], "completed_at": now,
-                })
+        change = _change_for(rec, result, validator, line_cost)
         tally[str(change.to)] += 1
         pending.append(change)
         if len(pending) >= 1000:
@@ -355,13 +404,35 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
         pending.append(Change(rec.id, State.PROVIDER_ERROR, message, {
             "error_kind": str(kind), "error_message": message[:2000], "completed_at": utcnow(),
         }))
-    tally[f"missing:{kind}"] += len(missing)
-    tally[str(State.PROVIDER_ERROR)] += len(missing)
+    if missing:
+        tally[f"missing:{kind}"] += len(missing)
+        tally[str(State.PROVIDER_ERROR)] += len(missing)
     flush()
-    ledger.add_job_usage(job.id, status=str(info.status), details={**(job.details or {}), **info.details, "counts": info.counts, "error": info.error},
+    ledger.add_job_usage(job.id, status=str(info.status),
+                         details={**(job.details or {}), **info.details, "counts": info.counts, "error": info.error},
                          input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost)
-    if w.spec.provider.delete_files_after_collect:
-        adapter.cleanup(info)
-    summary = {"token": token, "provider_job_id": info.provider_job_id, "status": str(info.status), **dict(tally)}
-    log.info("collect %s: %s", token, json.dumps(summary))
-    return summary
+    return dict(tally)
+
+
+def _change_for(rec, result, validator: OutputValidator, line_cost: float) -> Change:
+    usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": line_cost,
+             "completed_at": utcnow()}
+    if not result.answered:
+        return Change(rec.id, State.PROVIDER_ERROR, result.error_message, {
+            **usage, "error_kind": str(result.error_kind), "error_message": result.error_message,
+        })
+    if result.refusal:
+        return Change(rec.id, State.INVALID_OUTPUT, f"refused: {result.refusal}", {
+            **usage, "error_kind": str(ErrorKind.REFUSAL), "error_message": result.refusal[:2000],
+            "validation_errors": ["refusal"],
+        })
+    verdict = validator.validate(result.output_text, rec.source_id)
+    if verdict.ok:
+        return Change(rec.id, State.COMPLETED, "valid output", {
+            **usage, "output": verdict.output, "validation_errors": None, "error_kind": None, "error_message": None,
+        })
+    errors = "; ".join(verdict.errors)[:2000]
+    return Change(rec.id, State.INVALID_OUTPUT, errors, {
+        **usage, "output": verdict.output if verdict.output is not None else {"raw": (result.output_text or "")[:5000]},
+        "validation_errors": verdict.errors, "error_kind": str(ErrorKind.INVALID_OUTPUT), "error_message": errors,
+    })

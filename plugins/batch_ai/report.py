@@ -48,6 +48,7 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
             w.name, run_id, [State.DEAD_LETTER, State.INVALID_OUTPUT, State.PROVIDER_ERROR]
         ),
         "sample": sample,
+        "held": details.get("held"),
         "tokens": {"input": tokens_in, "output": tokens_out},
         "cost": {
             "batch_usd": round(batch_cost, 6),
@@ -79,6 +80,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"    {'' if e['source_id'].startswith('!') else e['source_id'] + ': '}{(e['reason'] or '')[:110]}"
             for e in examples
         ]
+    if report.get("held"):
+        lines.append(f"  held for a later run: {report['held']['reason']}")
     for job in report["jobs"]:
         lines.append(f"  job {job['provider_job_id'] or '-'}  {job['status']:<10} {job['records']} records  ({job['token']})")
     c, tk = report["cost"], report["tokens"]

@@ -49,8 +49,18 @@ class VersionedFile(_Strict):
 
 class ProviderSpec(_Strict):
     name: str
-    model: str
+    model: str | None = None  # default: the provider's default model in the capability table
     conn_id: str | None = None  # default: the provider's usual Airflow connection id
+    #: Vertex AI location or AWS region (default from the capability table).
+    region: str | None = None
+    #: Where job files are staged: gs://bucket/prefix (Vertex) or s3://bucket/prefix (Bedrock).
+    #: Default: the connection's ``batch_ai_staging_uri`` extra.
+    staging_uri: str | None = Field(None, pattern=r"^(gs|s3)://[^/]+(/.*)?$")
+    #: Bedrock's service role for batch jobs. Default: the connection's ``batch_ai_role_arn`` extra.
+    role_arn: str | None = None
+    #: Records too few for the provider's minimum job size (Bedrock): keep them queued for a
+    #: later run ("hold") or send them through real-time calls ("realtime").
+    below_minimum: Literal["hold", "realtime"] = "hold"
     max_output_tokens: int = Field(512, gt=0)
     temperature: float = 0.0
     poll_interval_seconds: float = Field(60.0, gt=0)
@@ -110,7 +120,11 @@ class WorkloadSpec(_Strict):
 
     @model_validator(mode="after")
     def _provider_supports_batch(self) -> WorkloadSpec:
-        capabilities().check_batch_model(self.provider.name, self.provider.model)
+        p = self.provider
+        caps = capabilities().provider(p.name)
+        filled = p.model_copy(update={"model": p.model or caps.default_model, "region": p.region or caps.default_region})
+        object.__setattr__(self, "provider", filled)
+        capabilities().check_batch_model(filled.name, filled.model, filled.region)
         return self
 
 
@@ -220,11 +234,21 @@ def load_workload(name: str) -> Workload:
     return load_workload_file(path)
 
 
+#: Runs every workload on another provider (with that provider's default model): the switch
+#: the demo and the tests use. In production, set ``provider.name`` in the workload's YAML.
+PROVIDER_OVERRIDE = "BATCH_AI_PROVIDER"
+
+
 def load_workload_file(path: Path) -> Workload:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise WorkloadError(path, f"not valid YAML: {exc}") from None
+    override = os.environ.get(PROVIDER_OVERRIDE)
+    if override and isinstance(raw, dict) and isinstance(raw.get("provider"), dict):
+        if raw["provider"].get("name") != override:
+            keep = {k: v for k, v in raw["provider"].items() if k not in ("name", "model", "conn_id", "region")}
+            raw["provider"] = {**keep, "name": override}
     try:
         spec = WorkloadSpec.model_validate(raw)
     except ValidationError as exc:

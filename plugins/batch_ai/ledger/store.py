@@ -412,12 +412,20 @@ class Ledger:
                 )
             )
 
-    def planned_tokens(self, workload: str, run_id: str) -> list[str]:
+    def planned_tokens(self, workload: str, run_id: str, *, batch_only: bool = False) -> list[str]:
+        """Tokens of the run's jobs; ``batch_only`` leaves out records sent through real-time calls."""
+        jc = t.jobs.c
+        q = select(jc.token).where(jc.workload == workload, jc.run_id == run_id).order_by(jc.id)
+        if batch_only:
+            q = q.where((jc.provider_job_id.is_(None)) | (jc.provider_job_id.not_like("realtime:%")))
+        with self.engine.connect() as conn:
+            return list(conn.scalars(q))
+
+    def provider_job_ids(self, provider: str) -> list[str]:
+        """Every provider job id the ledger holds for a provider."""
         jc = t.jobs.c
         with self.engine.connect() as conn:
-            return list(
-                conn.scalars(select(jc.token).where(jc.workload == workload, jc.run_id == run_id).order_by(jc.id))
-            )
+            return list(conn.scalars(select(jc.provider_job_id).where(jc.provider == provider, jc.provider_job_id.is_not(None))))
 
     def plan_job(self, key: RecordKey, provider: str, run_id: str, token: str, record_ids: Sequence[int]) -> int:
         """Write a job's intent (status ``planned``) and assign its records, before any paid call."""

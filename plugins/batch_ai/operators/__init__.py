@@ -5,8 +5,9 @@ from __future__ import annotations
 
 def job_operators(provider: str):
     """(submit operator class, wait sensor class) for a provider."""
-    if provider == "openai":
-        from batch_ai.operators.openai import OpenAIBatchSensor, OpenAIBatchSubmitOperator
+    from batch_ai.operators.providers import JOB_OPERATORS
 
-        return OpenAIBatchSubmitOperator, OpenAIBatchSensor
-    raise ValueError(f"no operators for provider {provider!r} yet")
+    try:
+        return JOB_OPERATORS[provider]
+    except KeyError:
+        raise ValueError(f"no operators for provider {provider!r}; known: {sorted(JOB_OPERATORS)}") from None

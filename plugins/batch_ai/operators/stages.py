@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from batch_ai import pipeline
 from batch_ai.ledger.store import Ledger
-from batch_ai.providers import BatchProvider, get_adapter
+from batch_ai.providers import BatchProvider
 from batch_ai.report import build_report, format_report
 from batch_ai.workloads import Workload, load_workload
 
@@ -33,7 +33,7 @@ class WorkloadMixin:
 
     @functools.cached_property
     def adapter(self) -> BatchProvider:
-        return get_adapter(self.wl.spec.provider.name, self.wl.conn_id)
+        return pipeline.adapter_for(self.wl)
 
     @staticmethod
     def run_info(context) -> pipeline.RunInfo:
@@ -158,6 +158,7 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
                 provider=p.name,
                 conn_id=self.wl.conn_id,
                 provider_job_id=provider_job_id,
+                options=self.adapter.options,
                 poll_interval=min(p.poll_interval_seconds, cap),
                 max_poll_interval=min(p.max_poll_interval_seconds, cap),
                 timeout=p.wait_timeout_hours * 3600,

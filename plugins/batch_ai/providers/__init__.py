@@ -5,13 +5,23 @@ from __future__ import annotations
 from batch_ai.providers.base import BatchProvider
 
 
+import importlib
+
+_ADAPTERS = {
+    "openai": "batch_ai.providers.openai.OpenAIBatchProvider",
+    "anthropic": "batch_ai.providers.anthropic.AnthropicBatchProvider",
+    "vertex": "batch_ai.providers.vertex.VertexBatchProvider",
+    "bedrock": "batch_ai.providers.bedrock.BedrockBatchProvider",
+}
+
+
 def adapter_class(provider: str) -> type[BatchProvider]:
-    if provider == "openai":
-        from batch_ai.providers.openai import OpenAIBatchProvider
+    try:
+        module, _, name = _ADAPTERS[provider].rpartition(".")
+    except KeyError:
+        raise ValueError(f"no adapter for provider {provider!r}; known: {sorted(_ADAPTERS)}") from None
+    return getattr(importlib.import_module(module), name)
 
-        return OpenAIBatchProvider
-    raise ValueError(f"no adapter for provider {provider!r} yet")
 
-
-def get_adapter(provider: str, conn_id: str) -> BatchProvider:
-    return adapter_class(provider)(conn_id)
+def get_adapter(provider: str, conn_id: str, **options) -> BatchProvider:
+    return adapter_class(provider)(conn_id, **options)

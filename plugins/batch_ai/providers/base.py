@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from batch_ai.providers.capabilities import ProviderCapabilities, capabilities
@@ -99,6 +100,19 @@ class Result:
 
 
 @dataclass(frozen=True)
+class JobExpectation:
+    """What a submit attempt knows about the job it may have created before it crashed.
+
+    Providers that can tag a job (metadata, client token, display name) only need the token;
+    the rest lets an adapter without tags recognise its job.
+    """
+
+    custom_ids: tuple[str, ...]
+    not_before: datetime | None  # when the ledger first recorded the intent to submit
+    claimed: frozenset[str] = frozenset()  # provider job ids the ledger already holds
+
+
+@dataclass(frozen=True)
 class Prompt:
     system: str
     user: str
@@ -118,21 +132,34 @@ class BatchProvider(abc.ABC):
 
     name: str
 
-    def __init__(self, conn_id: str):
+    def __init__(self, conn_id: str, *, region: str | None = None, staging_uri: str | None = None,
+                 role_arn: str | None = None):
         self.conn_id = conn_id
         self.caps: ProviderCapabilities = capabilities().provider(self.name)
+        self.region = region or self.caps.default_region
+        self.staging_uri = staging_uri
+        self.role_arn = role_arn
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """What it takes to build this adapter again (in the triggerer)."""
+        return {"region": self.region, "staging_uri": self.staging_uri, "role_arn": self.role_arn}
+
+    @property
+    def unsupported_keywords(self) -> frozenset[str]:
+        return frozenset(self.caps.extra.get("unsupported_schema_keywords", []))
 
     @abc.abstractmethod
     def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
         """The provider's request line for one record."""
 
     @abc.abstractmethod
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, labels: dict[str, str]) -> JobInfo:
+    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
         """Create a job for the requests, tagged with ``token`` so :meth:`find_job` can find it."""
 
     @abc.abstractmethod
-    def find_job(self, token: str) -> JobInfo | None:
-        """The job created earlier with this submission token, if the provider has one."""
+    def find_job(self, token: str, expected: JobExpectation | None = None) -> JobInfo | None:
+        """The job created earlier for this submission token, if the provider has one."""
 
     @abc.abstractmethod
     def get_job(self, provider_job_id: str) -> JobInfo: ...
@@ -155,6 +182,15 @@ class BatchProvider(abc.ABC):
     @abc.abstractmethod
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
         """One synchronous call, as used by the sample step."""
+
+
+def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:
+    """The schema without keywords the provider's structured-output mode does not accept."""
+    if isinstance(schema, dict):
+        return {k: strip_keywords(v, unsupported) for k, v in schema.items() if k not in unsupported}
+    if isinstance(schema, list):
+        return [strip_keywords(v, unsupported) for v in schema]
+    return schema
 
 
 def request_size(request: dict[str, Any]) -> int:

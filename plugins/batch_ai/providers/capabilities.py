@@ -11,9 +11,6 @@ import yaml
 
 from batch_ai import include_dir
 
-DEFAULT_CONN_IDS = {"openai": "openai_default"}
-
-
 @dataclass(frozen=True)
 class Limits:
     max_requests_per_job: int
@@ -40,7 +37,15 @@ class ProviderCapabilities:
 
     @property
     def default_conn_id(self) -> str:
-        return DEFAULT_CONN_IDS[self.name]
+        return self.extra["default_conn_id"]
+
+    @property
+    def default_model(self) -> str:
+        return self.extra["default_model"]
+
+    @property
+    def default_region(self) -> str | None:
+        return self.extra.get("default_region")
 
     def price(self, model: str) -> Price:
         m = self.models[model]
@@ -75,7 +80,8 @@ class Capabilities:
                 f"provider {name!r} is not in the capability table {self.path.name}; known: {sorted(self.providers)}"
             ) from None
 
-    def check_batch_model(self, provider: str, model: str) -> None:
+    def check_batch_model(self, provider: str, model: str, region: str | None = None) -> None:
+        """Fail unless the table says ``provider`` offers batch for ``model`` (in ``region``)."""
         p = self.provider(provider)
         if model not in p.models:
             raise ValueError(
@@ -84,6 +90,12 @@ class Capabilities:
             )
         if not p.models[model].get("batch", False):
             raise ValueError(f"{provider} does not offer batch inference for model {model!r} ({self.path.name})")
+        regions = p.models[model].get("regions")
+        if region and regions is not None and region not in regions:
+            raise ValueError(
+                f"{provider} batch inference for {model!r} is not offered in {region!r} according to "
+                f"{self.path.name}; it is in {regions}"
+            )
 
 
 @functools.cache

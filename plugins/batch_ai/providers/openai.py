@@ -18,12 +18,14 @@ from typing import Any
 from batch_ai.providers.base import (
     BatchProvider,
     ErrorKind,
+    JobExpectation,
     JobInfo,
     JobStatus,
     Prompt,
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    strip_keywords,
 )
 
 log = logging.getLogger(__name__)
@@ -52,21 +54,8 @@ _LINE_ERROR_CODES = {
 }
 
 
-def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:
-    """The schema without keywords the provider's strict mode does not accept."""
-    if isinstance(schema, dict):
-        return {k: strip_keywords(v, unsupported) for k, v in schema.items() if k not in unsupported}
-    if isinstance(schema, list):
-        return [strip_keywords(v, unsupported) for v in schema]
-    return schema
-
-
 class OpenAIBatchProvider(BatchProvider):
     name = "openai"
-
-    def __init__(self, conn_id: str = "openai_default"):
-        super().__init__(conn_id)
-        self._unsupported = frozenset(self.caps.extra.get("unsupported_schema_keywords", []))
 
     @functools.cached_property
     def hook(self):
@@ -91,7 +80,7 @@ class OpenAIBatchProvider(BatchProvider):
                 "type": "json_schema",
                 "json_schema": {
                     "name": options.schema_name,
-                    "schema": strip_keywords(options.output_schema, self._unsupported),
+                    "schema": strip_keywords(options.output_schema, self.unsupported_keywords),
                     "strict": True,
                 },
             },
@@ -104,7 +93,7 @@ class OpenAIBatchProvider(BatchProvider):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, labels: dict[str, str]) -> JobInfo:
+    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
         data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in requests)
         upload = self.client.files.create(file=(f"{token}.jsonl", io.BytesIO(data)), purpose="batch")
         log.info("uploaded %s (%d requests, %d bytes) as file %s", token, len(requests), len(data), upload.id)
@@ -115,7 +104,7 @@ class OpenAIBatchProvider(BatchProvider):
         log.info("created batch %s for %s", batch.id, token)
         return self._info(batch)
 
-    def find_job(self, token: str) -> JobInfo | None:
+    def find_job(self, token: str, expected: JobExpectation | None = None) -> JobInfo | None:
         oldest = time.time() - FIND_LOOKBACK_SECONDS
         for batch in self.client.batches.list(limit=100):  # newest first, auto-paginated
             if (batch.metadata or {}).get(TOKEN_KEY) == token:

@@ -24,6 +24,7 @@ class BatchJobTrigger(BaseTrigger):
         provider: str,
         conn_id: str,
         provider_job_id: str,
+        options: dict[str, Any] | None = None,
         poll_interval: float = 60.0,
         max_poll_interval: float = 600.0,
         timeout: float = 26 * 3600,
@@ -32,6 +33,7 @@ class BatchJobTrigger(BaseTrigger):
         self.provider = provider
         self.conn_id = conn_id
         self.provider_job_id = provider_job_id
+        self.options = options or {}  # what the adapter needs besides the connection (region, ...)
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.timeout = timeout
@@ -43,6 +45,7 @@ class BatchJobTrigger(BaseTrigger):
                 "provider": self.provider,
                 "conn_id": self.conn_id,
                 "provider_job_id": self.provider_job_id,
+                "options": self.options,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
                 "timeout": self.timeout,
@@ -52,7 +55,7 @@ class BatchJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from batch_ai.providers import get_adapter
 
-        adapter = get_adapter(self.provider, self.conn_id)
+        adapter = get_adapter(self.provider, self.conn_id, **self.options)
         started = time.monotonic()
         interval = self.poll_interval
         failures = 0

@@ -1,0 +1,275 @@
+"""Vertex AI Gemini batch prediction adapter, on google-genai (``vertexai=True``) and GCS.
+
+Credentials and project come from the Airflow Google connection (``GoogleBaseHook``); input is
+staged and results are read through the Google provider's ``GCSHook``. Each request carries
+its custom id in ``request.labels``, which the prediction rows echo. A job's display name is
+the submission token, so a retried submit finds the job it created by listing.
+
+Connection extras this adapter reads besides the Google provider's own: ``batch_ai_staging_uri``
+(gs://bucket/prefix, if the workload sets none) and ``vertex_base_url`` (another API endpoint,
+e.g. the local emulator).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from batch_ai.providers.base import (
+    BatchProvider,
+    ErrorKind,
+    JobExpectation,
+    JobInfo,
+    JobStatus,
+    Prompt,
+    RequestOptions,
+    Result,
+    error_kind_for_http_status,
+    strip_keywords,
+)
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    "JOB_STATE_QUEUED": JobStatus.PENDING,
+    "JOB_STATE_PENDING": JobStatus.PENDING,
+    "JOB_STATE_RUNNING": JobStatus.RUNNING,
+    "JOB_STATE_CANCELLING": JobStatus.RUNNING,
+    "JOB_STATE_PAUSED": JobStatus.RUNNING,
+    "JOB_STATE_UPDATING": JobStatus.RUNNING,
+    "JOB_STATE_SUCCEEDED": JobStatus.COMPLETED,
+    # a success with some failed rows; the rows say which (the stock Airflow trigger never ends on it)
+    "JOB_STATE_PARTIALLY_SUCCEEDED": JobStatus.COMPLETED,
+    "JOB_STATE_FAILED": JobStatus.FAILED,
+    "JOB_STATE_CANCELLED": JobStatus.CANCELLED,
+    "JOB_STATE_EXPIRED": JobStatus.EXPIRED,
+}
+_REFUSALS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
+_ROW_ERRORS = {"RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMITED, "INTERNAL": ErrorKind.SERVER_ERROR,
+               "UNAVAILABLE": ErrorKind.SERVER_ERROR, "DEADLINE_EXCEEDED": ErrorKind.SERVER_ERROR,
+               "INVALID_ARGUMENT": ErrorKind.BAD_REQUEST}
+
+
+def openapi_schema(schema: Any, unsupported: frozenset[str]) -> Any:
+    """A JSON Schema as Vertex's responseSchema: OpenAPI types in capitals, no unsupported keywords."""
+    schema = strip_keywords(schema, unsupported)
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: convert(v) for k, v in node.items()}
+            if isinstance(out.get("type"), str):
+                out["type"] = out["type"].upper()
+            return out
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    return convert(schema)
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    return bucket, name
+
+
+class VertexBatchProvider(BatchProvider):
+    name = "vertex"
+
+    @functools.cached_property
+    def gcs(self):
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+        return GCSHook(gcp_conn_id=self.conn_id)
+
+    @functools.cached_property
+    def _conn_extra(self) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(self.conn_id).extra_dejson
+
+    @functools.cached_property
+    def project(self) -> str:
+        return self.gcs.project_id
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        from google.auth.credentials import AnonymousCredentials
+        from google.genai import types
+        from google.oauth2.credentials import Credentials
+
+        credentials = self.gcs.get_credentials()
+        if isinstance(credentials, AnonymousCredentials):  # a local emulator: any bearer token
+            credentials = Credentials(token="anonymous")
+        kwargs: dict[str, Any] = {"vertexai": True, "project": self.project, "location": self.region, "credentials": credentials}
+        base_url = self._conn_extra.get("vertex_base_url")
+        if base_url:
+            kwargs["http_options"] = types.HttpOptions(base_url=base_url)
+        return kwargs
+
+    @functools.cached_property
+    def client(self):
+        from google import genai
+
+        return genai.Client(**self._client_kwargs())
+
+    @property
+    def staging(self) -> str:
+        uri = self.staging_uri or self._conn_extra.get("batch_ai_staging_uri")
+        if not uri or not uri.startswith("gs://"):
+            raise ValueError(
+                f"Vertex batch jobs stage their files in GCS: set provider.staging_uri (gs://bucket/prefix) in the "
+                f"workload or the extra batch_ai_staging_uri on the {self.conn_id!r} connection"
+            )
+        return uri.rstrip("/")
+
+    def _job_name(self, provider_job_id: str) -> str:
+        if provider_job_id.startswith("projects/"):
+            return provider_job_id
+        return f"projects/{self.project}/locations/{self.region}/batchPredictionJobs/{provider_job_id}"
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _request(self, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
+        return {
+            "contents": [{"role": "user", "parts": [{"text": prompt.user}]}],
+            "systemInstruction": {"parts": [{"text": prompt.system}]},
+            "generationConfig": {
+                "responseMimeType": "application/json",
+                "responseSchema": openapi_schema(options.output_schema, self.unsupported_keywords),
+                "maxOutputTokens": options.max_output_tokens,
+                "temperature": options.temperature,
+            },
+        }
+
+    def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
+        request = self._request(prompt, options)
+        request["labels"] = {"custom_id": custom_id}  # echoed in the prediction row
+        return {"request": request}
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+        data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in requests)
+        prefix = f"{self.staging}/{token}"
+        bucket, name = split_gcs(f"{prefix}/input.jsonl")
+        self.gcs.upload(bucket_name=bucket, object_name=name, data=data, mime_type="application/octet-stream")
+        log.info("staged %d requests (%d bytes) at %s/input.jsonl", len(requests), len(data), prefix)
+        job = self.client.batches.create(
+            model=model,
+            src=f"{prefix}/input.jsonl",
+            config={"dest": f"{prefix}/output", "display_name": token},
+        )
+        log.info("created batch prediction job %s for %s", job.name, token)
+        return self._info(job)
+
+    def find_job(self, token: str, expected: JobExpectation | None = None) -> JobInfo | None:
+        for job in self.client.batches.list(config={"filter": f'display_name="{token}"', "page_size": 100}):
+            if job.display_name == token:
+                return self._info(job)
+        return None
+
+    def get_job(self, provider_job_id: str) -> JobInfo:
+        return self._info(self.client.batches.get(name=self._job_name(provider_job_id)))
+
+    async def aget_job(self, provider_job_id: str) -> JobInfo:
+        return self._info(await self.client.aio.batches.get(name=self._job_name(provider_job_id)))
+
+    def cancel(self, provider_job_id: str) -> None:
+        self.client.batches.cancel(name=self._job_name(provider_job_id))
+
+    def cleanup(self, job: JobInfo) -> None:
+        source = job.details.get("input_uri")
+        if not source:
+            return
+        bucket, name = split_gcs(source.rsplit("/", 1)[0] + "/")
+        for obj in self.gcs.list(bucket_name=bucket, prefix=name):
+            self.gcs.delete(bucket_name=bucket, object_name=obj)
+        log.info("deleted staged files under gs://%s/%s", bucket, name)
+
+    def _info(self, job) -> JobInfo:
+        state = job.state.name if job.state else "JOB_STATE_PENDING"
+        stats = job.completion_stats
+        counts = {}
+        if stats:
+            counts = {"succeeded": stats.successful_count or 0, "failed": stats.failed_count or 0,
+                      "incomplete": stats.incomplete_count or 0}
+        output_info = getattr(job, "output_info", None)
+        return JobInfo(
+            provider_job_id=job.name,
+            status=_STATUS.get(state, JobStatus.RUNNING),
+            raw_status=state,
+            counts=counts,
+            details={
+                "display_name": job.display_name,
+                "input_uri": (job.src.gcs_uri or [None])[0] if job.src else None,
+                "output_dir": output_info.gcs_output_directory if output_info else None,
+            },
+            error=f"{job.error.code}: {job.error.message}" if job.error else None,
+        )
+
+    # -- results ---------------------------------------------------------------------------
+
+    def iter_results(self, job: JobInfo) -> Iterator[Result]:
+        directory = job.details.get("output_dir")
+        if not directory:
+            return
+        bucket, prefix = split_gcs(directory.rstrip("/") + "/")
+        names = sorted(n for n in self.gcs.list(bucket_name=bucket, prefix=prefix) if n.endswith(".jsonl"))
+        storage_bucket = self.gcs.get_conn().bucket(bucket)
+        for name in names:
+            with storage_bucket.blob(name).open("r", encoding="utf-8") as fh:  # streamed in chunks
+                for number, line in enumerate(fh, start=1):
+                    if line.strip():
+                        yield self._parse_row(line, f"gs://{bucket}/{name}", number)
+
+    @staticmethod
+    def _parse_row(line: str, where: str, number: int) -> Result:
+        try:
+            row = json.loads(line)
+            custom_id = row["request"]["labels"]["custom_id"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{where} line {number} is not a prediction row with our custom id: {exc}") from None
+        if row.get("status"):
+            code = str(row["status"]).split(":", 1)[0].strip()
+            return Result(custom_id, error_kind=_ROW_ERRORS.get(code, ErrorKind.UNKNOWN), error_message=str(row["status"])[:500])
+        return _from_response(custom_id, row.get("response") or {})
+
+    def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
+        from google.genai import errors
+
+        request = self._request(prompt, options)
+        config = request["generationConfig"]
+        try:
+            response = self.client.models.generate_content(
+                model=options.model,
+                contents=prompt.user,
+                config={
+                    "system_instruction": prompt.system,
+                    "response_mime_type": config["responseMimeType"],
+                    "response_schema": config["responseSchema"],
+                    "max_output_tokens": config["maxOutputTokens"],
+                    "temperature": config["temperature"],
+                },
+            )
+        except errors.APIError as exc:
+            return Result(custom_id, error_kind=error_kind_for_http_status(exc.code or 500), error_message=str(exc)[:500])
+        return _from_response(custom_id, response.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _from_response(custom_id: str, response: dict[str, Any]) -> Result:
+    usage = response.get("usageMetadata") or response.get("usage_metadata") or {}
+    tokens = {
+        "input_tokens": int(usage.get("promptTokenCount") or usage.get("prompt_token_count") or 0),
+        "output_tokens": int(usage.get("candidatesTokenCount") or usage.get("candidates_token_count") or 0),
+    }
+    candidates = response.get("candidates") or []
+    if not candidates:
+        return Result(custom_id, refusal="no candidates (prompt blocked)", **tokens)
+    candidate = candidates[0]
+    reason = candidate.get("finishReason") or candidate.get("finish_reason")
+    if reason in _REFUSALS:
+        return Result(custom_id, refusal=f"finish reason {reason}", **tokens)
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return Result(custom_id, output_text="".join(str(p.get("text", "")) for p in parts if not p.get("thought")), **tokens)
