@@ -51,8 +51,9 @@ def test_dag_shape():
     from batch_ai.dag_factory import build_dag
 
     dag = build_dag("ticket_summaries")
+    rounds = [f"retry_{n}.{t}" for n in (1, 2) for t in ("requeue", "plan", "job.submit", "job.wait", "job.collect")]
     assert set(dag.task_ids) == {
-        "extract", "sample", "plan", "job.submit", "job.wait", "job.collect", "publish", "report",
+        "extract", "sample", "plan", "job.submit", "job.wait", "job.collect", *rounds, "review", "quality_gate", "publish", "report",
     }
     assert dag.get_task("job.wait").deferrable
     assert dag.get_task("job.submit").__class__.__name__ == "OpenAIBatchSubmitOperator"

@@ -4,6 +4,7 @@ on each of the four providers (switched with ``BATCH_AI_PROVIDER``, as the demo 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,11 @@ def test_clean_run_publishes_every_valid_record_and_reruns_are_no_ops(run, tmp_p
 
     published = run.rows(text("select ticket_id, summary, category, record_id from ticket_summaries"))
     assert len(published) == states["published"] == len({p.ticket_id for p in published})
+    # publishing emitted an Airflow asset event that downstream DAGs can be scheduled on
+    with sqlite3.connect(run.home / "airflow.db") as airflow_db:
+        events = airflow_db.execute(
+            "select a.uri from asset_event e join asset a on a.id = e.asset_id").fetchall()
+    assert events == [("batch-ai://ticket_summaries/ticket_summaries",)]
     assert not any("<" in p.summary for p in published)
 
     # the same interval again: nothing new submitted, nothing published twice
@@ -140,9 +146,11 @@ EXPECTED = {"line_error": "provider_error", "refusal": "invalid_output", "non_js
             "overlong": "invalid_output", "missing_field": "invalid_output"}
 
 
-def test_faults_route_each_record_to_its_state(provider_run):
+def test_faults_route_each_record_to_its_state(provider_run, tmp_path):
     run = provider_run
     write_day(run.data, DAY, count=120)
+    # the first collection's routing, before any retry, with a gate that lets a faulty night through
+    run.with_spec(tmp_path, **{"retry.rounds": 0, "quality_gate.max_invalid_rate": 1.0})
     run.emulator.set_faults({
         run.provider: {
             "seed": 5,
@@ -177,9 +185,10 @@ def test_faults_route_each_record_to_its_state(provider_run):
     assert report["states"]["published"] == len(published)
 
 
-def test_expired_job_publishes_what_was_done(provider_run):
+def test_expired_job_publishes_what_was_done(provider_run, tmp_path):
     run = provider_run
     write_day(run.data, DAY, count=120)
+    run.with_spec(tmp_path, **{"retry.rounds": 0})
     run.emulator.set_faults({run.provider: {"job_outcome": "expired", "expire_done_fraction": 0.6}})
     run.dag()
     report = run.report()
@@ -231,3 +240,49 @@ def test_bedrock_below_its_minimum_uses_real_time_calls_or_holds(airflow_home, t
     assert held.batches() == [] and report["lost"] == 0
     assert report["states"]["queued"] == 40 and report["states"]["published"] == 0
     assert "fewer than the 100" in report["held"]["reason"]
+
+
+def test_transient_failures_are_retried_and_published_once(run, tmp_path):
+    """Records failing transiently twice are published on their third attempt, once."""
+    run.emulator.set_faults({"openai": {"seed": 3, "realtime_faults": False, "line_error_rate": 0.1, "line_error_repeats": 2}})
+    run.dag()
+    report = run.report()
+    assert report["lost"] == 0 and report["states"]["published"] == 100 and report["states"]["provider_error"] == 0
+    assert len(report["provider_job_ids"]) == 3  # the night's job and one small job per retry round
+    retried = run.rows(select(t.records.c.id, t.records.c.attempts).where(t.records.c.attempts > 1))
+    assert retried and {r.attempts for r in retried} == {3}
+    for r in retried:
+        history = [(h.from_state, h.to_state) for h in run.rows(select(t.audit).where(t.audit.c.record_id == r.id).order_by(t.audit.c.id))]
+        assert history.count(("queued", "submitted")) == 3 and history.count(("provider_error", "queued")) == 2
+        assert history.count(("completed", "published")) == 1
+    assert run.scalar(text("select count(*) from ticket_summaries")) == 100
+
+
+def test_records_that_always_fail_go_to_review_after_the_cap(run, tmp_path):
+    run.emulator.set_faults({"openai": {"seed": 3, "realtime_faults": False, "line_error_rate": 0.1, "line_error_repeats": 99}})
+    run.dag()
+    report = run.report()
+    stuck = run.rows(select(t.records.c.id, t.records.c.attempts, t.records.c.state).where(t.records.c.attempts > 1))
+    assert stuck and {(r.attempts, r.state) for r in stuck} == {(3, "review_required")}
+    assert report["states"]["review_required"] == len(stuck) and report["states"]["published"] == 100 - len(stuck)
+    last = run.rows(select(t.audit.c.reason).where(t.audit.c.record_id == stuck[0].id).order_by(t.audit.c.id.desc()).limit(1))[0]
+    assert "after 3 attempts (the cap is 3)" in last.reason
+
+
+def test_failed_quality_gate_publishes_nothing_until_a_later_run(run, tmp_path):
+    run.emulator.set_faults({"openai": {"seed": 2, "realtime_faults": False, "malformed": {"html": 0.15}}})
+    run.with_spec(tmp_path / "strict", **{"quality_gate.max_invalid_rate": 0.01})
+    run.runs += 1
+    log = run.home / "gate.log"
+    proc = dags_test(run.env, "ticket_summaries", DAY, log)
+    output = log.read_text()
+    assert proc.returncode != 0 and "quality gate failed, nothing published" in output
+    assert "expect_column_values_to_be_in_set on valid:" in output  # the expectation, with its numbers
+    assert run.scalar(text("select count(*) from batch_ai_records where state = 'published'")) == 0
+    ready = run.scalar(text("select count(*) from batch_ai_records where state = 'completed'"))
+    assert ready > 80
+    # the records wait; a later run with the gate passing publishes them
+    run.emulator.set_faults({"openai": {}})
+    run.with_spec(tmp_path / "relaxed", **{"quality_gate.max_invalid_rate": 0.5})
+    run.dag()
+    assert run.scalar(text("select count(*) from ticket_summaries")) == ready

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from provider_emulator import anthropic_api, bedrock_api, openai_api, vertex_api
+from provider_emulator import anthropic_api, bedrock_api, core, openai_api, vertex_api
 from provider_emulator.storage import GCS, S3
 from provider_emulator.faults import PROVIDERS, FaultConfig, HttpFaultQueue
 
@@ -76,6 +76,7 @@ class EmulatorState:
 
     def configure(self, config: FaultConfig) -> None:
         self.config = config
+        core.forget_failures()
         for p in PROVIDERS:
             self.http_faults[p].load(getattr(config, p).http_errors)
 

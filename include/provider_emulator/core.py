@@ -7,14 +7,16 @@ job takes are the same for all four.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from provider_emulator import model
-from provider_emulator.faults import ProviderFaults, line_fault
+from provider_emulator.faults import ProviderFaults, line_fault, roll
 
 #: Seconds a job spends in each phase, multiplied by the provider's ``time_scale``.
 PHASE_SECONDS = {"validating": 0.3, "running": 1.0, "finalizing": 0.3}
@@ -85,6 +87,27 @@ class LineOutcome:
         return self.fault == "line_error"
 
 
+#: How often each request picked for repeated errors has failed so far (``line_error_repeats``).
+_failures: dict[str, int] = {}
+_failures_lock = threading.Lock()
+
+
+def forget_failures() -> None:
+    with _failures_lock:
+        _failures.clear()
+
+
+def _repeated_error(faults: ProviderFaults, prompt_text: str) -> bool:
+    content = hashlib.sha256(prompt_text.encode()).hexdigest()
+    if roll(faults.seed, content, "line_error") >= faults.line_error_rate:
+        return False
+    with _failures_lock:
+        if _failures.get(content, 0) >= faults.line_error_repeats:
+            return False
+        _failures[content] = _failures.get(content, 0) + 1
+        return True
+
+
 def answer(
     faults: ProviderFaults,
     key: str,
@@ -96,7 +119,12 @@ def answer(
     log=None,
 ) -> LineOutcome:
     """Answer one request; ``log(key, fault)`` records a fault that was applied."""
-    fault = line_fault(faults, key) if (faults.realtime_faults or not realtime) else None
+    fault = None
+    if faults.realtime_faults or not realtime:
+        if faults.line_error_repeats:
+            fault = "line_error" if _repeated_error(faults, prompt_text) else line_fault(faults.model_copy(update={"line_error_rate": 0.0}), key)
+        else:
+            fault = line_fault(faults, key)
     if fault and log:
         log(key, fault)
     tokens_in = model.estimate_tokens(prompt_text)

@@ -36,6 +36,9 @@ class ProviderFaults(BaseModel):
     shuffle: bool = False
     line_error_rate: float = Field(0.0, ge=0, le=1)
     line_error_status: int = Field(500, ge=400, le=599)
+    #: Per-line errors that follow the request instead of the line: a request picked (by its
+    #: content, in any job) fails this many times, then is answered. Unset: each line rolls alone.
+    line_error_repeats: int | None = Field(None, ge=1)
     refusal_rate: float = Field(0.0, ge=0, le=1)
     #: Whether the per-line faults (errors, refusals, malformed answers) also hit real-time calls.
     realtime_faults: bool = True

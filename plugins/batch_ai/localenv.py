@@ -25,7 +25,7 @@ def airflow_env(home: Path, *, ledger_url: str, data_dir: Path, extra: dict[str,
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "BATCH_AI_LEDGER_URL": ledger_url,
             "BATCH_AI_DATA_DIR": str(data_dir),
-            "BATCH_AI_POLL_INTERVAL_SECONDS": "1",  # the emulator finishes jobs in seconds
+            "BATCH_AI_MAX_WAIT_SECONDS": "1",  # the emulator finishes jobs in seconds
             "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")]),
         }
     )

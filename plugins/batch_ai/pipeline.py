@@ -19,7 +19,7 @@ from typing import Any
 from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Change, IntakeRow, Ledger, RecordKey, utcnow
 from batch_ai.providers import BatchProvider
-from batch_ai.providers.base import ErrorKind, JobExpectation, JobInfo, JobStatus, Prompt, RequestOptions, request_size
+from batch_ai.providers.base import TRANSIENT_ERRORS, ErrorKind, JobExpectation, JobInfo, JobStatus, Prompt, RequestOptions, request_size
 from batch_ai.providers.capabilities import capabilities
 from batch_ai.validation.records import OutputValidator
 from batch_ai.workloads import Workload
@@ -237,8 +237,8 @@ def split_into_jobs(sizes: list[int], max_requests: int, max_bytes: int, min_req
 def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> list[str]:
     """Split queued records into provider jobs within the limits; write each job's intent.
 
-    Returns the submission tokens of all of this run's batch jobs (a re-run returns the same
-    ones). Too few records for the provider's minimum job size are held for a later run or
+    Returns the submission tokens of this run's batch jobs not collected yet (a re-run of the
+    task returns the same ones; a retry round gets only its own). Too few records for the provider's minimum job size are held for a later run or
     sent through real-time calls, as the workload's ``below_minimum`` says.
     """
     key = record_key(w)
@@ -265,13 +265,13 @@ def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> l
             token = _token(w, run, len(existing) + 1)
             ledger.plan_job(key, w.spec.provider.name, run.run_id, token, [r.id for r in records])
             run_realtime(w, ledger, adapter, token, run)
-        return ledger.planned_tokens(w.name, run.run_id, batch_only=True)
+        return ledger.planned_tokens(w.name, run.run_id, open_only=True)
     groups = split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job) if records else []
     for n, group in enumerate(groups, start=len(existing) + 1):
         token = _token(w, run, n)
         ledger.plan_job(key, w.spec.provider.name, run.run_id, token, [records[i].id for i in group])
         log.info("planned job %s with %d records", token, len(group))
-    tokens = ledger.planned_tokens(w.name, run.run_id, batch_only=True)
+    tokens = ledger.planned_tokens(w.name, run.run_id, open_only=True)
     log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes, at least %d)", w.name,
              len(records), len(groups), max_requests, max_bytes, limits.min_requests_per_job)
     return tokens
@@ -314,6 +314,66 @@ def submit(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run:
     ledger.mark_submitted(job.id, info.provider_job_id, info.details, custom_ids, run.run_id, ACTOR)
     log.info("job %s: %d records submitted as %s (%s)", token, len(records), info.provider_job_id, info.raw_status)
     return info.provider_job_id
+
+
+# -- retry rounds -----------------------------------------------------------------------
+
+
+def requeue_for_retry(w: Workload, ledger: Ledger, run: RunInfo, round_no: int, *, requeue: bool = True) -> dict[str, int]:
+    """Queue again the records whose provider error is transient and whose attempts are not used
+    up; send the others (attempt cap reached, or an error a retry will not fix) to review.
+
+    Looks at every such record of the workload, so what failed on an earlier night is taken too.
+    With ``requeue=False`` (after the last round) only the review part is done: what could still
+    be retried waits for the next run.
+    """
+    cap = w.spec.retry.max_attempts
+    changes = []
+    for rec in ledger.records_in_state(record_key(w), State.PROVIDER_ERROR):
+        transient = rec.error_kind in {str(k) for k in TRANSIENT_ERRORS}
+        if transient and rec.attempts < cap:
+            if not requeue:
+                continue
+            changes.append(Change(rec.id, State.QUEUED, f"retry round {round_no}: {rec.error_kind} on attempt {rec.attempts}"))
+        elif transient:
+            changes.append(Change(rec.id, State.REVIEW_REQUIRED,
+                                  f"still {rec.error_kind} after {rec.attempts} attempts (the cap is {cap})"))
+        else:
+            changes.append(Change(rec.id, State.REVIEW_REQUIRED, f"{rec.error_kind} is not fixed by a retry"))
+    ledger.transition(changes, actor=ACTOR, run_id=run.run_id)
+    outcome = Counter(str(c.to) for c in changes)
+    summary = {"requeued": outcome[str(State.QUEUED)], "to_review": outcome[str(State.REVIEW_REQUIRED)]}
+    log.info("%s of %s: %s", f"retry round {round_no}" if requeue else "after the retry rounds", w.name, json.dumps(summary))
+    return summary
+
+
+def backoff_seconds(w: Workload, round_no: int) -> float:
+    r = w.spec.retry
+    return r.backoff_seconds * r.backoff_factor ** (round_no - 1)
+
+
+# -- quality gate -----------------------------------------------------------------------
+
+
+def gate(w: Workload, ledger: Ledger, run: RunInfo):
+    """Run the great-expectations gate over the records about to be published."""
+    import pandas as pd
+
+    from batch_ai.validation.gate import run_gate
+
+    sink = w.spec.sink
+    ready = ledger.records_in_state(record_key(w), State.COMPLETED)
+    outputs = pd.DataFrame(
+        [{sink.key: r.source_id, **{c: (r.output or {}).get(c) for c in sink.columns}} for r in ready],
+        columns=[sink.key, *sink.columns],
+    )
+    states = ledger.run_accounting(w.name, run.run_id)["states"]
+    valid = states[State.COMPLETED] + states[State.PUBLISHED]
+    answered = [True] * valid + [False] * states[State.INVALID_OUTPUT]
+    verdict = run_gate(w, outputs, answered)
+    ledger.set_run_detail(w.name, run.run_id, "gate", {"success": verdict.success, "failed": verdict.failures(),
+                                                       "records_ready": len(ready)})
+    return verdict
 
 
 # -- collect ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
         "lost": accounting["lost"],
         "states": accounting["states"],
         "error_kinds": accounting["error_kinds"],
+        "retried_records": accounting["retried"],
         "provider_job_ids": [j.provider_job_id for j in jobs if j.provider_job_id],
         "jobs": [
             {
@@ -49,6 +50,7 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
         ),
         "sample": sample,
         "held": details.get("held"),
+        "quality_gate": details.get("gate"),
         "tokens": {"input": tokens_in, "output": tokens_out},
         "cost": {
             "batch_usd": round(batch_cost, 6),
@@ -80,6 +82,11 @@ def format_report(report: dict[str, Any]) -> str:
             f"    {'' if e['source_id'].startswith('!') else e['source_id'] + ': '}{(e['reason'] or '')[:110]}"
             for e in examples
         ]
+    if report.get("retried_records"):
+        lines.append(f"  retried: {report['retried_records']} record(s) needed more than one attempt")
+    gate = report.get("quality_gate")
+    if gate:
+        lines.append(f"  quality gate: {'passed' if gate['success'] else 'FAILED'} over {gate['records_ready']} record(s) ready to publish")
     if report.get("held"):
         lines.append(f"  held for a later run: {report['held']['reason']}")
     for job in report["jobs"]:

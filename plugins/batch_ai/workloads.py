@@ -91,6 +91,22 @@ class BatchingSpec(_Strict):
     max_bytes_per_job: int | None = Field(None, gt=0)
 
 
+class RetrySpec(_Strict):
+    """Transient provider errors are resubmitted in up to ``rounds`` rounds within a run, each
+    after a back-off; past ``max_attempts`` (or on a non-transient error) a record goes to review."""
+
+    max_attempts: int = Field(3, ge=1)
+    rounds: int = Field(2, ge=0, le=5)
+    backoff_seconds: float = Field(300.0, ge=0)
+    backoff_factor: float = Field(2.0, ge=1)
+
+
+class QualityGateSpec(_Strict):
+    """The great-expectations gate before publish (its other checks come from ``validation``)."""
+
+    max_invalid_rate: float = Field(0.2, ge=0, le=1)
+
+
 class SinkSpec(_Strict):
     kind: Literal["sql_table"] = "sql_table"
     table: str = Field(pattern=_NAME)
@@ -111,6 +127,8 @@ class WorkloadSpec(_Strict):
     sample: SampleSpec = SampleSpec()
     validation: ValidationSpec = ValidationSpec()
     batching: BatchingSpec = BatchingSpec()
+    retry: RetrySpec = RetrySpec()
+    quality_gate: QualityGateSpec = QualityGateSpec()
     sink: SinkSpec
 
     @field_validator("start_date")

@@ -412,12 +412,12 @@ class Ledger:
                 )
             )
 
-    def planned_tokens(self, workload: str, run_id: str, *, batch_only: bool = False) -> list[str]:
-        """Tokens of the run's jobs; ``batch_only`` leaves out records sent through real-time calls."""
+    def planned_tokens(self, workload: str, run_id: str, *, open_only: bool = False) -> list[str]:
+        """Tokens of the run's jobs; ``open_only``: batch jobs not yet collected (planned or submitted)."""
         jc = t.jobs.c
         q = select(jc.token).where(jc.workload == workload, jc.run_id == run_id).order_by(jc.id)
-        if batch_only:
-            q = q.where((jc.provider_job_id.is_(None)) | (jc.provider_job_id.not_like("realtime:%")))
+        if open_only:
+            q = q.where(jc.status.in_(["planned", "submitted"]))
         with self.engine.connect() as conn:
             return list(conn.scalars(q))
 
@@ -559,6 +559,11 @@ class Ledger:
                     .group_by(rc.error_kind)
                 ).all()
             )
+            retried = conn.scalar(
+                select(func.count())
+                .select_from(t.intake.join(t.records, ic.record_id == rc.id))
+                .where(ic.workload == workload, ic.run_id == run_id, ic.disposition == "record", rc.attempts > 1)
+            )
         states = {str(s): by_state.pop(str(s), 0) for s in State}
         states["duplicate"] = duplicates
         # a state this module does not know would be a bug: show it rather than hide it
@@ -569,6 +574,7 @@ class Ledger:
             "states": states,
             "lost": extracted - sum(states.values()),
             "error_kinds": errors,
+            "retried": retried,
         }
 
     def run_examples(self, workload: str, run_id: str, states: Sequence[State], per_state: int = 3) -> dict[str, list[dict]]:

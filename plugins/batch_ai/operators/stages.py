@@ -18,6 +18,12 @@ from batch_ai.report import build_report, format_report
 from batch_ai.workloads import Workload, load_workload
 
 
+def max_wait() -> float:
+    """``BATCH_AI_MAX_WAIT_SECONDS`` caps polling intervals and retry back-offs: for demos and
+    tests against the emulator, whose jobs end in seconds."""
+    return float(os.environ.get("BATCH_AI_MAX_WAIT_SECONDS", "inf"))
+
+
 class WorkloadMixin:
     """What every stage needs: the workload spec, the ledger, the adapter, the run."""
 
@@ -150,8 +156,7 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         p = self.wl.spec.provider
         from batch_ai.triggers.batch import BatchJobTrigger
 
-        # BATCH_AI_POLL_INTERVAL_SECONDS caps polling for demos and tests against the emulator.
-        cap = float(os.environ.get("BATCH_AI_POLL_INTERVAL_SECONDS", "inf"))
+        cap = max_wait()
 
         self.defer(
             trigger=BatchJobTrigger(
@@ -178,6 +183,33 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         return event
 
 
+class RetryRoundOperator(WorkloadOperator):
+    """Start a retry round: queue again what failed transiently (review the rest), then wait
+    the round's back-off in the triggerer. Skips the round when there is nothing to retry."""
+
+    def __init__(self, *, round_no: int, final: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.round_no = round_no
+        self.final = final  # after the last round: only send what is at its cap to review
+
+    def execute(self, context) -> dict[str, int]:
+        run = self.run_info(context)
+        if self.final:
+            return pipeline.requeue_for_retry(self.wl, self.ledger, run, self.round_no, requeue=False)
+        summary = pipeline.requeue_for_retry(self.wl, self.ledger, run, self.round_no)
+        if not summary["requeued"]:
+            raise AirflowSkipException(f"retry round {self.round_no}: nothing to retry ({summary})")
+        delay = min(pipeline.backoff_seconds(self.wl, self.round_no), max_wait())
+        self.log.info("retry round %d: %d record(s) queued again; backing off %.0fs", self.round_no, summary["requeued"], delay)
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=delay)), method_name="execute_complete",
+                   kwargs={"summary": summary})
+
+    def execute_complete(self, context, event=None, summary=None) -> dict[str, int]:
+        return summary
+
+
 class CollectOperator(WorkloadOperator):
     """Stream a finished job's results, validate every output, move every record on."""
 
@@ -189,6 +221,17 @@ class CollectOperator(WorkloadOperator):
 
     def execute(self, context) -> dict[str, Any]:
         return pipeline.collect(self.wl, self.ledger, self.adapter, self.token, self.run_info(context))
+
+
+class QualityGateOperator(WorkloadOperator):
+    """The great-expectations gate: fails (and so nothing is published) if an expectation fails;
+    the log names each expectation with its numbers. The records stay ready for a later publish."""
+
+    def execute(self, context) -> dict[str, Any]:
+        verdict = pipeline.gate(self.wl, self.ledger, self.run_info(context))
+        if not verdict.success:
+            raise AirflowException(f"quality gate failed, nothing published: {verdict.describe()}")
+        return {"success": True, "checks": len(verdict.checks)}
 
 
 class PublishOperator(WorkloadOperator):

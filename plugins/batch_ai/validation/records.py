@@ -10,7 +10,8 @@ from typing import Any
 import jsonschema
 
 # A tag (<b>, </div>, <img src=...>), an encoded script tag, or a javascript: URL.
-_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*(\s[^<>]*)?/?\s*>|&lt;\s*/?\s*script|javascript\s*:", re.I)
+HTML_PATTERN = r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?\s*>|&lt;\s*/?\s*script|javascript\s*:"
+_HTML = re.compile(HTML_PATTERN, re.I)
 
 
 @dataclass
