@@ -9,6 +9,7 @@ job it already created from our submission token), polls it, streams its results
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,13 @@ class BatchProvider(abc.ABC):
         """What it takes to build this adapter again (in the triggerer)."""
         return {"region": self.region, "staging_uri": self.staging_uri, "role_arn": self.role_arn}
 
+    @functools.cached_property
+    def conn_extra(self) -> dict[str, Any]:
+        """The Airflow connection's extras (for the batch_ai_* settings some adapters read)."""
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(self.conn_id).extra_dejson
+
     @property
     def unsupported_keywords(self) -> frozenset[str]:
         return frozenset(self.caps.extra.get("unsupported_schema_keywords", []))
@@ -193,6 +201,15 @@ def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:
     return schema
 
 
+def jsonl_line(request: dict[str, Any]) -> bytes:
+    """One request as a line of a JSONL upload."""
+    return json.dumps(request, ensure_ascii=False).encode() + b"\n"
+
+
+def to_jsonl(requests: Sequence[dict[str, Any]]) -> bytes:
+    return b"".join(jsonl_line(r) for r in requests)
+
+
 def request_size(request: dict[str, Any]) -> int:
     """Bytes one request takes in a JSONL upload (what the providers' size limits count)."""
-    return len(json.dumps(request, ensure_ascii=False).encode()) + 1
+    return len(jsonl_line(request))

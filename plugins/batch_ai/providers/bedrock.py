@@ -31,6 +31,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    to_jsonl,
 )
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,6 @@ class BedrockBatchProvider(BatchProvider):
     name = "bedrock"
 
     @functools.cached_property
-    def _conn_extra(self) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        return BaseHook.get_connection(self.conn_id).extra_dejson
-
-    @functools.cached_property
     def bedrock(self):
         from airflow.providers.amazon.aws.hooks.bedrock import BedrockHook
 
@@ -85,7 +80,7 @@ class BedrockBatchProvider(BatchProvider):
 
     @property
     def staging(self) -> str:
-        uri = self.staging_uri or self._conn_extra.get("batch_ai_staging_uri")
+        uri = self.staging_uri or self.conn_extra.get("batch_ai_staging_uri")
         if not uri or not uri.startswith("s3://"):
             raise ValueError(
                 f"Bedrock batch jobs read and write S3: set provider.staging_uri (s3://bucket/prefix) in the "
@@ -95,7 +90,7 @@ class BedrockBatchProvider(BatchProvider):
 
     @property
     def service_role(self) -> str:
-        role = self.role_arn or self._conn_extra.get("batch_ai_role_arn")
+        role = self.role_arn or self.conn_extra.get("batch_ai_role_arn")
         if not role:
             raise ValueError(
                 f"Bedrock batch jobs run as a service role: set provider.role_arn in the workload or the extra "
@@ -117,7 +112,7 @@ class BedrockBatchProvider(BatchProvider):
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in requests)
+        data = to_jsonl(requests)
         prefix = f"{self.staging}/{token}"
         bucket, key = split_s3(f"{prefix}/input.jsonl")
         self.s3.load_bytes(data, key=key, bucket_name=bucket, replace=True)

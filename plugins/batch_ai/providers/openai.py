@@ -26,6 +26,7 @@ from batch_ai.providers.base import (
     Result,
     error_kind_for_http_status,
     strip_keywords,
+    to_jsonl,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class OpenAIBatchProvider(BatchProvider):
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in requests)
+        data = to_jsonl(requests)
         upload = self.client.files.create(file=(f"{token}.jsonl", io.BytesIO(data)), purpose="batch")
         log.info("uploaded %s (%d requests, %d bytes) as file %s", token, len(requests), len(data), upload.id)
         metadata = {TOKEN_KEY: token, **{k[:64]: str(v)[:512] for k, v in labels.items()}}

@@ -29,6 +29,7 @@ from batch_ai.providers.base import (
     Result,
     error_kind_for_http_status,
     strip_keywords,
+    to_jsonl,
 )
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,6 @@ class VertexBatchProvider(BatchProvider):
         return GCSHook(gcp_conn_id=self.conn_id)
 
     @functools.cached_property
-    def _conn_extra(self) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        return BaseHook.get_connection(self.conn_id).extra_dejson
-
-    @functools.cached_property
     def project(self) -> str:
         return self.gcs.project_id
 
@@ -103,7 +98,7 @@ class VertexBatchProvider(BatchProvider):
         if isinstance(credentials, AnonymousCredentials):  # a local emulator: any bearer token
             credentials = Credentials(token="anonymous")
         kwargs: dict[str, Any] = {"vertexai": True, "project": self.project, "location": self.region, "credentials": credentials}
-        base_url = self._conn_extra.get("vertex_base_url")
+        base_url = self.conn_extra.get("vertex_base_url")
         if base_url:
             kwargs["http_options"] = types.HttpOptions(base_url=base_url)
         return kwargs
@@ -116,7 +111,7 @@ class VertexBatchProvider(BatchProvider):
 
     @property
     def staging(self) -> str:
-        uri = self.staging_uri or self._conn_extra.get("batch_ai_staging_uri")
+        uri = self.staging_uri or self.conn_extra.get("batch_ai_staging_uri")
         if not uri or not uri.startswith("gs://"):
             raise ValueError(
                 f"Vertex batch jobs stage their files in GCS: set provider.staging_uri (gs://bucket/prefix) in the "
@@ -151,7 +146,7 @@ class VertexBatchProvider(BatchProvider):
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        data = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in requests)
+        data = to_jsonl(requests)
         prefix = f"{self.staging}/{token}"
         bucket, name = split_gcs(f"{prefix}/input.jsonl")
         self.gcs.upload(bucket_name=bucket, object_name=name, data=data, mime_type="application/octet-stream")
