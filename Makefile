@@ -5,10 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: demo test venv constraints clean
+.PHONY: demo test ui venv constraints clean
 
 demo: $(STAMP)
 	$(PY) -m batch_ai demo $(if $(PROVIDER),--provider $(PROVIDER))
+
+# The Airflow UI over the demo's run, with the review queue page (after `make demo`).
+ui: $(STAMP)
+	$(PY) -m batch_ai ui
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -59,3 +59,53 @@ def test_dag_shape():
     assert dag.get_task("job.submit").__class__.__name__ == "OpenAIBatchSubmitOperator"
     assert dag.get_task("publish").trigger_rule == "none_failed"
     assert dag.timetable.summary == "0 2 * * *"
+
+
+def test_trigger_form_params_describe_backfills():
+    from batch_ai.dag_factory import build_dag
+
+    params = build_dag("ticket_summaries").params
+    assert set(params) == {"date_from", "date_to", "rerun_states", "prompt_version", "schema_version", "record_limit", "dry_run"}
+    for name in params:
+        assert params.get_param(name).description, f"param {name} has no description for the trigger form"
+    assert params["dry_run"] is False and params["rerun_states"] == []
+    # a default (nightly) run validates against the form's schema
+    params.validate()
+
+
+def test_human_approval_of_the_publish_sits_between_the_gate_and_the_publish(tmp_path, monkeypatch):
+    import shutil
+
+    import jinja2
+    import yaml
+
+    from batch_ai import include_dir
+    from batch_ai.dag_factory import build_dag
+    from batch_ai.workloads import load_workload
+
+    copy = tmp_path / "include"
+    shutil.copytree(include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
+    spec_path = copy / "workloads" / "ticket_summaries.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["quality_gate"]["human_approval"] = True
+    spec_path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("BATCH_AI_INCLUDE_DIR", str(copy))
+    load_workload.cache_clear()
+    try:
+        dag = build_dag("ticket_summaries")
+    finally:
+        load_workload.cache_clear()
+    approve = dag.get_task("approve_publish")
+    assert type(approve).__name__ == "ApprovalOperator"
+    assert approve.upstream_task_ids == {"quality_gate"} and approve.downstream_task_ids == {"publish"}
+    assert approve.response_timeout.total_seconds() == 12 * 3600
+
+    gate = {"records_ready": 97, "states": {"completed": 97, "review_required": 3}, "sample": [{"ticket_id": "T-1"}]}
+
+    class TI:
+        def xcom_pull(self, task_ids):
+            assert task_ids == "quality_gate"
+            return gate
+
+    body = approve.render_template(approve.body, {"ti": TI(), "dag": dag}, jinja_env=jinja2.Environment())
+    assert "**97** record(s)" in body and '"review_required": 3' in body and '- `{"ticket_id": "T-1"}`' in body

@@ -1,9 +1,10 @@
-"""Command line: ``python -m batch_ai {demo,report,seed}``."""
+"""Command line: ``python -m batch_ai {demo,report,seed,review,history}``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -21,6 +22,7 @@ def demo_faults(provider: str) -> dict:
             "seed": 11,
             "shuffle": True,
             "line_error_rate": 0.03,
+            "refusal_rate": 0.01,
             "malformed": {"non_json": 0.01, "html": 0.01, "bad_enum": 0.01, "wrong_id": 0.005},
         }
     }
@@ -69,6 +71,14 @@ def cmd_demo(args) -> int:
     print()
     print(format_report(report))
     print(f"\nreport written to {path.relative_to(REPO)}")
+    waiting = ledger.review_counts().get(args.workload, 0)
+    if waiting:
+        url = f"sqlite:///{ledger_path.relative_to(REPO)}"
+        print(f"\n{waiting} record(s) wait in the review queue. Work them from the command line:\n"
+              f"  export BATCH_AI_LEDGER_URL={url}\n"
+              f"  .venv/bin/python -m batch_ai review list\n"
+              f"  .venv/bin/python -m batch_ai review approve <id> --reviewer <your name>\n"
+              f"or in the Airflow UI (Review queue): make ui")
     return 0 if report["lost"] == 0 else 1
 
 
@@ -89,6 +99,110 @@ def cmd_seed(args) -> int:
     from sample_data.tickets import write_day
 
     print(write_day(Path(args.out), args.date, count=args.rows))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    """The Airflow UI (API server) over the demo's Airflow and ledger, with the review page."""
+    import subprocess
+
+    from batch_ai.localenv import airflow_bin
+
+    out, home = REPO / "demo-output", REPO / ".airflow"
+    ledger_path = out / "batch_ai_ledger.sqlite"
+    if not ledger_path.exists():
+        print("no demo ledger yet: run `make demo` first", file=sys.stderr)
+        return 1
+    env = airflow_env(home, ledger_url=f"sqlite:///{ledger_path}", data_dir=out / "data", extra={
+        # a local demo: no logins, everyone is admin; the review page asks for the reviewer's name
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{args.port}",
+    })
+    migrate(env)
+    print(f"Airflow UI on http://127.0.0.1:{args.port}/  (review queue: http://127.0.0.1:{args.port}/plugin/batch-ai-review)")
+    print("Ctrl-C stops it.")
+    try:
+        return subprocess.run([airflow_bin(), "api-server", "-H", "127.0.0.1", "-p", str(args.port), "-w", "1"], env=env).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def _ledger(args):
+    from batch_ai.ledger.store import Ledger
+
+    return Ledger.connect(args.ledger_url)
+
+
+def _short(value, limit: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cmd_review(args) -> int:
+    from batch_ai import review
+
+    ledger = _ledger(args)
+    if args.action == "list":
+        items = review.queue(ledger, args.workload, args.limit)
+        if args.json:
+            print(json.dumps(items, indent=2, ensure_ascii=False, default=str))
+            return 0
+        if not items:
+            print("the review queue is empty")
+        for it in items:
+            print(f"#{it['id']}  {it['workload']}  {it['source_id']}  (attempts {it['attempts']}): {it['reason']}")
+            print(f"    output: {_short(it['output'])}")
+        return 0
+    output = None
+    if args.action == "edit":
+        if not args.output:
+            print("edit needs --output JSON (or --output @file.json)", file=sys.stderr)
+            return 2
+        raw = Path(args.output[1:]).read_text() if args.output.startswith("@") else args.output
+        try:
+            output = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            print(f"--output is not JSON: {exc}", file=sys.stderr)
+            return 2
+    try:
+        after = review.decide(ledger, args.record_id, args.action, args.reviewer or "", args.note, output)
+    except review.ReviewError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"record {after['id']} ({after['workload']} {after['source_id']}) is now {after['state']}: "
+          f"{after['history'][-1]['reason']}")
+    return 0
+
+
+def cmd_history(args) -> int:
+    from batch_ai import review
+
+    ledger = _ledger(args)
+    if args.record.isdigit() and not args.workload:
+        records = [ledger.record(int(args.record))]
+    elif args.workload:
+        records = ledger.find_records(args.workload, args.record)
+    else:
+        print("give a record id, or --workload W and a source id", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"no record for source id {args.record} in {args.workload}", file=sys.stderr)
+        return 1
+    views = [review.view(ledger, rec) for rec in records]
+    if args.json:
+        print(json.dumps(views, indent=2, ensure_ascii=False, default=str))
+        return 0
+    for v in views:
+        print(f"record {v['id']}: {v['workload']} {v['source_id']}  prompt {v['prompt_version']}  "
+              f"schema {v['schema_version']}  model {v['model']}  now {v['state']}")
+        for h in v["history"]:
+            job = f"  job {h['job']}" if h["job"] else ""
+            print(f"  {h['at']}  {h['from'] or 'new':>15} -> {h['to']:<15} by {h['by']:<18} attempt {h['attempt']}"
+                  f"{job}  run {h['run_id'] or '-'}")
+            if h["reason"]:
+                print(f"      {h['reason']}")
+        if v["output"] is not None:
+            print(f"  output now: {_short(v['output'], 300)}")
     return 0
 
 
@@ -113,7 +227,30 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--date", default="2026-11-25")
     seed.add_argument("--rows", type=int, default=300)
     seed.set_defaults(func=cmd_seed)
+    ui = sub.add_parser("ui", help="serve the Airflow UI over the demo's Airflow and ledger (with the review page)")
+    ui.add_argument("--port", type=int, default=8080)
+    ui.set_defaults(func=cmd_ui)
+    rv = sub.add_parser("review", help="the review queue: list records waiting for a person, or decide one")
+    rv.add_argument("action", choices=("list", "approve", "reject", "edit", "requeue"))
+    rv.add_argument("record_id", nargs="?", help="the record's id (from `review list`)")
+    rv.add_argument("--reviewer", default=os.environ.get("BATCH_AI_REVIEWER"),
+                    help="your name, kept in the audit (default: BATCH_AI_REVIEWER)")
+    rv.add_argument("--note", default=None, help="why, kept in the audit")
+    rv.add_argument("--output", default=None, help="edit: the corrected output as JSON, or @file.json")
+    rv.add_argument("--workload", default=None, help="list: only this workload")
+    rv.add_argument("--limit", type=int, default=200)
+    rv.add_argument("--json", action="store_true")
+    rv.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
+    rv.set_defaults(func=cmd_review)
+    hist = sub.add_parser("history", help="a record's full history: every state change, job, attempt, reason, reviewer")
+    hist.add_argument("record", help="a record id, or a source id with --workload")
+    hist.add_argument("--workload", default=None)
+    hist.add_argument("--json", action="store_true")
+    hist.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
+    hist.set_defaults(func=cmd_history)
     args = parser.parse_args(argv)
+    if getattr(args, "action", None) not in (None, "list") and not args.record_id:
+        parser.error(f"review {args.action} needs a record id")
     return args.func(args)
 
 

@@ -12,7 +12,7 @@ files under ``include/``: no database, connection or network access at parse tim
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, TaskGroup, task_group
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task_group
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from batch_ai.operators import job_operators
@@ -26,7 +26,62 @@ from batch_ai.operators.stages import (
     RetryRoundOperator,
     SampleOperator,
 )
+from batch_ai.pipeline import RERUN_STATES
 from batch_ai.workloads import load_workload
+
+
+def run_params(prompt_version: str, schema_version: str) -> dict[str, Param]:
+    """The trigger form: what a backfill or a manual run can ask for. All empty: a nightly run."""
+    return {
+        "date_from": Param(None, type=["null", "string"], format="date", title="Backfill: first day",
+                           description="Read the source files of every day from this one to `date_to` (both "
+                                       "included), instead of the run's own day. Leave empty for a nightly run."),
+        "date_to": Param(None, type=["null", "string"], format="date", title="Backfill: last day",
+                         description="Last day of the backfill's range (default: `date_from`)."),
+        "rerun_states": Param([], type="array", items={"type": "string", "enum": RERUN_STATES},
+                              title="Rerun records in these states",
+                              description="Send the records of those days that are in these states round again. "
+                                          "invalid_output is rerun only with a new prompt or schema version; "
+                                          "without any, records that are done are left alone."),
+        "prompt_version": Param(None, type=["null", "string"], title="Prompt version override",
+                                description=f"Run with this prompt version (its file lies beside the configured "
+                                            f"one, e.g. v2.yaml) instead of {prompt_version}."),
+        "schema_version": Param(None, type=["null", "string"], title="Schema version override",
+                                description=f"Run with this output schema version instead of {schema_version}."),
+        "record_limit": Param(None, type=["null", "integer"], minimum=1, title="Record limit",
+                              description="Submit at most this many records in this run; the rest stay queued."),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Report what would be submitted and what it would cost, and change nothing."),
+    }
+
+
+APPROVAL_BODY = """\
+The quality gate passed. **{{ ti.xcom_pull(task_ids='quality_gate')['records_ready'] }}** record(s)
+of `{{ dag.dag_id }}` are ready to publish.
+
+Records of this run by state: `{{ ti.xcom_pull(task_ids='quality_gate')['states'] | tojson }}`
+
+A few of them:
+{% for row in ti.xcom_pull(task_ids='quality_gate')['sample'] %}
+- `{{ row | tojson }}`
+{% endfor %}
+
+Approve to publish them now. Reject and they stay ready for a later run's publish."""
+
+
+def approval_task(s):
+    """Airflow's human-in-the-loop approval of the whole publish (``quality_gate.human_approval``)."""
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    return ApprovalOperator(
+        task_id="approve_publish",
+        subject=f"Publish {s.name}?",
+        body=APPROVAL_BODY,
+        # no answer in time: the task fails and nothing is published
+        response_timeout=timedelta(hours=s.quality_gate.approval_timeout_hours),
+    )
 
 
 def build_dag(name: str) -> DAG:
@@ -45,6 +100,7 @@ def build_dag(name: str) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["batch-ai", s.provider.name, *s.tags],
+        params=run_params(s.prompt.version, s.output_schema.version),
     ) as dag:
         extract = ExtractOperator(task_id="extract", workload=name)
         sample = SampleOperator(task_id="sample", workload=name)
@@ -73,8 +129,13 @@ def build_dag(name: str) -> DAG:
                                     trigger_rule="none_failed")
         gate = QualityGateOperator(task_id="quality_gate", workload=name, trigger_rule="none_failed")
         # downstream DAGs (a dashboard refresh) can be scheduled on this asset
-        published = Asset(name=f"{s.name}.{s.sink.table}", uri=f"batch-ai://{s.name}/{s.sink.table}")
+        published = Asset(name=f"{s.name}.{s.sink.name}", uri=f"batch-ai://{s.name}/{s.sink.name}")
         publish = PublishOperator(task_id="publish", workload=name, trigger_rule="none_failed", outlets=[published])
         report = ReportOperator(task_id="report", workload=name, trigger_rule="none_failed")
-        last >> review >> gate >> publish >> report
+        last >> review >> gate
+        if s.quality_gate.human_approval:
+            gate >> approval_task(s) >> publish
+        else:
+            gate >> publish
+        publish >> report
     return dag

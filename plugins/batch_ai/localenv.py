@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,10 +44,13 @@ def migrate(env: dict[str, str]) -> None:
     subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def dags_test(env: dict[str, str], dag_id: str, logical_date: str, log_path: Path) -> subprocess.CompletedProcess:
-    """``airflow dags test DAG DATE``, its output kept in ``log_path``."""
+def dags_test_command(dag_id: str, logical_date: str, conf: dict | None = None) -> list[str]:
+    """``airflow dags test DAG DATE [-c CONF]``: one DAG run, in this process, as a user runs it."""
+    return [airflow_bin(), "dags", "test", dag_id, logical_date, *(["-c", json.dumps(conf)] if conf else [])]
+
+
+def dags_test(env: dict[str, str], dag_id: str, logical_date: str, log_path: Path, conf: dict | None = None) -> subprocess.CompletedProcess:
+    """``airflow dags test DAG DATE``, its output kept in ``log_path``; ``conf``: the run's params."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        return subprocess.run(
-            [airflow_bin(), "dags", "test", dag_id, logical_date], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        return subprocess.run(dags_test_command(dag_id, logical_date, conf), env=env, stdout=log, stderr=subprocess.STDOUT)

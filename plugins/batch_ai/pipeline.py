@@ -12,8 +12,10 @@ import json
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from batch_ai.ledger.states import State
@@ -61,21 +63,91 @@ def content_hash(data: Any) -> str:
 # -- extract ----------------------------------------------------------------------------
 
 
+#: States a backfill may send round again (its ``rerun_states`` param).
+RERUN_STATES = sorted(str(s) for s in (State.INVALID_OUTPUT, State.PROVIDER_ERROR, State.REVIEW_REQUIRED,
+                                       State.REJECTED, State.COMPLETED, State.PUBLISHED))
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """What a run was asked to do beyond its nightly default: the DAG's params (the trigger form)."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+    rerun_states: tuple[State, ...] = ()
+    prompt_version: str | None = None
+    schema_version: str | None = None
+    record_limit: int | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> RunParams:
+        """Check the params; a bad one fails the task with the param named."""
+        p = dict(params or {})
+        problems = []
+
+        def day(name: str) -> date | None:
+            value = p.get(name)
+            if value in (None, ""):
+                return None
+            try:
+                return date.fromisoformat(str(value)[:10])
+            except ValueError:
+                problems.append(f"{name} {value!r} is not a date (YYYY-MM-DD)")
+                return None
+
+        date_from, date_to = day("date_from"), day("date_to")
+        if (date_from is None) != (date_to is None) and not problems:
+            date_from = date_to = date_from or date_to  # one day given: that day
+        if date_from and date_to and date_from > date_to:
+            problems.append(f"date_from {date_from} is after date_to {date_to}")
+        states = p.get("rerun_states") or []
+        if isinstance(states, str):
+            states = [s.strip() for s in states.split(",") if s.strip()]
+        bad = [s for s in states if s not in RERUN_STATES]
+        if bad:
+            problems.append(f"rerun_states {bad} are not states a backfill can rerun; choose from {RERUN_STATES}")
+        limit = p.get("record_limit")
+        if limit in ("", None):
+            limit = None
+        elif not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            problems.append(f"record_limit {limit!r} must be a positive integer")
+            limit = None
+        if problems:
+            raise StageError("bad run params: " + "; ".join(problems))
+        return cls(
+            date_from=date_from,
+            date_to=date_to,
+            rerun_states=tuple(State(s) for s in states),
+            prompt_version=p.get("prompt_version") or None,
+            schema_version=p.get("schema_version") or None,
+            record_limit=limit,
+            dry_run=bool(p.get("dry_run")),
+        )
+
+    def days(self, ds: str) -> list[date]:
+        """The days whose source files the run reads: the params' range, else the run's own day."""
+        if self.date_from is None:
+            return [date.fromisoformat(ds)]
+        return [self.date_from + timedelta(days=n) for n in range((self.date_to - self.date_from).days + 1)]
+
+
 @dataclass
 class RunInfo:
     run_id: str
     ds: str
     data_interval_start: datetime | None = None
     data_interval_end: datetime | None = None
+    params: RunParams = field(default_factory=RunParams)
 
 
-def parse_row(w: Workload, number: int, line: str) -> IntakeRow:
+def parse_row(w: Workload, number: int, line: str, where: str | None = None) -> IntakeRow:
     """Check one source line; a bad one becomes a dead letter that names the row and the problem."""
     src = w.spec.source
 
     def dead(reason: str, data: Any, known_id: str | None = None) -> IntakeRow:
         h = content_hash(data)
-        who = f"row {number}" + (f" ({src.id_field} {known_id})" if known_id else "")
+        who = (where or f"row {number}") + (f" ({src.id_field} {known_id})" if known_id else "")
         # keyed by content: a malformed row has no trustworthy id of its own
         return IntakeRow(number, f"!malformed-{h[:24]}", {"row": number, "raw": data}, h, f"{who}: {reason}")
 
@@ -103,31 +175,121 @@ def parse_row(w: Workload, number: int, line: str) -> IntakeRow:
     return IntakeRow(number, source_id, data, content_hash(data))
 
 
-def extract(w: Workload, ledger: Ledger, run: RunInfo) -> dict[str, Any]:
-    """Read the run's source file, account for every row in the ledger, queue the new work."""
+def read_source(w: Workload, run: RunInfo) -> tuple[list[IntakeRow], list[str]]:
+    """Every row of the run's source file(s), numbered across files in date order."""
     from airflow.sdk import ObjectStoragePath
 
-    ledger.check_artifact_versions(w.name, w.artifacts())
-    uri = w.source_uri(ds=run.ds, data_interval_start=run.data_interval_start, data_interval_end=run.data_interval_end)
-    path = ObjectStoragePath(uri)
-    if not path.exists():
-        raise StageError(
-            f"source file {uri} for {run.ds} does not exist. If there was nothing to process that day, "
-            f"write an empty file; a missing export is treated as an error so it is noticed."
-        )
+    nightly = run.params.date_from is None
     rows: list[IntakeRow] = []
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                rows.append(parse_row(w, number, line.rstrip("\n")))
+    uris = []
+    for day in run.params.days(run.ds):
+        ds = day.isoformat()
+        uri = w.source_uri(ds=ds, data_interval_start=run.data_interval_start if nightly else None,
+                           data_interval_end=run.data_interval_end if nightly else None)
+        path = ObjectStoragePath(uri)
+        if not path.exists():
+            raise StageError(
+                f"source file {uri} for {ds} does not exist. If there was nothing to process that day, "
+                f"write an empty file; a missing export is treated as an error so it is noticed."
+            )
+        uris.append(uri)
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if line.strip():
+                    # the file's name and line (the full URI is in the extract log)
+                    row = parse_row(w, len(rows) + 1, line.rstrip("\n"), where=f"{path.name} line {line_no}")
+                    row.source_date = day
+                    rows.append(row)
+    return rows, uris
+
+
+def extract(w: Workload, ledger: Ledger, run: RunInfo) -> dict[str, Any]:
+    """Read the run's source file(s), account for every row in the ledger, queue the work.
+
+    A backfill (``rerun_states``) also sends the selected records of those rows round again;
+    with a new prompt or schema version, only those (see :meth:`Ledger.intake`).
+    """
+    from batch_ai.publish import mark_pending
+
+    ledger.check_artifact_versions(w.name, w.artifacts())
+    rows, uris = read_source(w, run)
     ledger.start_run(w.name, run.run_id, run.data_interval_start, run.data_interval_end)
     ledger.set_extracted(w.name, run.run_id, len(rows))
-    outcome = ledger.intake(record_key(w), w.spec.provider.name, run.run_id, rows, actor=ACTOR)
+    key = record_key(w)
+    outcome = ledger.intake(key, w.spec.provider.name, run.run_id, rows, actor=ACTOR, rerun=run.params.rerun_states)
     for row in rows:
         if row.malformed:
-            log.warning("dead letter: %s: %s", uri, row.malformed)
-    summary = {"source": uri, "rows": len(rows), **outcome}
-    log.info("extract %s: %s", w.name, json.dumps(summary))
+            log.warning("dead letter: %s", row.malformed)
+    if outcome["invalid_same_version"]:
+        log.warning("%d invalid output(s) not rerun: the prompt and schema versions are the ones they failed with; "
+                    "rerun them with a new prompt_version or schema_version", outcome["invalid_same_version"])
+    pending = mark_pending(w, ledger, key)
+    summary = {"source": uris if len(uris) > 1 else uris[0], "rows": len(rows), **outcome, "pending_in_sink": pending}
+    log.info("extract %s: %s", w.name, json.dumps(summary, default=str))
+    return summary
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (four characters a token) for forecasts before anything is sent."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> dict[str, Any]:
+    """What the run would submit and what it would cost, changing nothing: the intake is done in
+    a transaction that is rolled back, and no provider is called."""
+    from sqlalchemy import select
+
+    from batch_ai.ledger import tables as t
+
+    rows, uris = read_source(w, run)
+    key = record_key(w)
+    with ledger.engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            outcome = ledger.intake(key, w.spec.provider.name, run.run_id, rows, actor=ACTOR,
+                                    rerun=run.params.rerun_states, conn=conn)
+            rc = t.records.c
+            queued = list(conn.execute(select(rc.id, rc.input, rc.attempts)
+                                       .where(key.where(), rc.state == State.QUEUED).order_by(rc.id)))
+        finally:
+            tx.rollback()
+    if run.params.record_limit is not None:
+        queued = queued[: run.params.record_limit]
+    options = request_options(w)
+    limits = capabilities().provider(w.spec.provider.name).limits
+    sizes, tokens_in = [], 0
+    for rec in queued:
+        prompt = prompt_for(w, rec.input)
+        sizes.append(request_size(adapter.build_request(_custom_id(rec.id, rec.attempts), prompt, options)))
+        tokens_in += estimate_tokens(prompt.system) + estimate_tokens(prompt.user)
+    mean_out = ledger.mean_output_tokens(w.name)
+    per_record_out = mean_out if mean_out is not None else w.spec.provider.max_output_tokens
+    tokens_out = round(per_record_out * len(queued))
+    max_requests = min(filter(None, [limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
+    max_bytes = min(filter(None, [limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
+    jobs = len(split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job)) if queued else 0
+    caps = capabilities()
+    pcaps = caps.provider(w.spec.provider.name)
+    price = pcaps.price(w.spec.provider.model)
+    summary = {
+        "dry_run": True,
+        "source": uris,
+        "rows": len(rows),
+        "intake": dict(outcome),
+        "would_submit": len(queued),
+        "jobs": jobs,
+        "prompt_version": w.spec.prompt.version,
+        "schema_version": w.spec.output_schema.version,
+        "estimated_input_tokens": tokens_in,
+        "estimated_output_tokens": tokens_out,
+        "output_tokens_basis": "mean of earlier results" if mean_out is not None else "max_output_tokens (upper bound)",
+        "batch_cost_usd": round(price.cost(tokens_in, tokens_out, pcaps.batch_discount), 6),
+        "realtime_cost_usd": round(price.cost(tokens_in, tokens_out), 6),
+        "prices_as_of": caps.prices_as_of,
+    }
+    ledger.start_run(w.name, run.run_id, run.data_interval_start, run.data_interval_end)
+    ledger.set_run_detail(w.name, run.run_id, "dry_run", summary)
+    log.info("dry run %s, nothing submitted: %s", w.name, json.dumps(summary, default=str))
     return summary
 
 
@@ -238,43 +400,51 @@ def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> l
     """Split queued records into provider jobs within the limits; write each job's intent.
 
     Returns the submission tokens of this run's batch jobs not collected yet (a re-run of the
-    task returns the same ones; a retry round gets only its own). Too few records for the provider's minimum job size are held for a later run or
-    sent through real-time calls, as the workload's ``below_minimum`` says.
+    task returns the same ones; a retry round gets only its own). Too few records for the
+    provider's minimum job size are held for a later run or sent through real-time calls, as
+    the workload's ``below_minimum`` says.
     """
     key = record_key(w)
     limits = capabilities().provider(w.spec.provider.name).limits
     max_requests = min(filter(None, [limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
     max_bytes = min(filter(None, [limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
     options = request_options(w)
-    records = ledger.queued_unplanned(key, run.run_id)
-    sizes = []
-    for rec in records:
-        size = request_size(adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options))
-        if size > max_bytes:
-            raise StageError(f"record {rec.id} ({rec.source_id}) alone is {size} bytes, over the job limit {max_bytes}")
-        sizes.append(size)
-    existing = ledger.planned_tokens(w.name, run.run_id)
-    if records and len(records) < limits.min_requests_per_job:
-        below = (f"{len(records)} queued record(s) are fewer than the {limits.min_requests_per_job} "
-                 f"{w.spec.provider.name} needs for a batch job")
-        if w.spec.provider.below_minimum == "hold":
-            log.warning("%s: holding them for a later run (provider.below_minimum: hold)", below)
-            ledger.set_run_detail(w.name, run.run_id, "held", {"records": len(records), "reason": below})
-        else:
-            log.warning("%s: sending them through real-time calls (provider.below_minimum: realtime)", below)
-            token = _token(w, run, len(existing) + 1)
-            ledger.plan_job(key, w.spec.provider.name, run.run_id, token, [r.id for r in records])
-            run_realtime(w, ledger, adapter, token, run)
-        return ledger.planned_tokens(w.name, run.run_id, open_only=True)
-    groups = split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job) if records else []
-    for n, group in enumerate(groups, start=len(existing) + 1):
-        token = _token(w, run, n)
-        ledger.plan_job(key, w.spec.provider.name, run.run_id, token, [records[i].id for i in group])
-        log.info("planned job %s with %d records", token, len(group))
-    tokens = ledger.planned_tokens(w.name, run.run_id, open_only=True)
-    log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes, at least %d)", w.name,
-             len(records), len(groups), max_requests, max_bytes, limits.min_requests_per_job)
-    return tokens
+    first = len(ledger.planned_tokens(w.name, run.run_id)) + 1
+    outcome: dict[str, Any] = {}
+
+    def make_jobs(records) -> list[tuple[str, list[int]]]:
+        outcome["records"] = len(records)
+        if not records:
+            return []
+        sizes = []
+        for rec in records:
+            size = request_size(adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options))
+            if size > max_bytes:
+                raise StageError(f"record {rec.id} ({rec.source_id}) alone is {size} bytes, over the job limit {max_bytes}")
+            sizes.append(size)
+        if len(records) < limits.min_requests_per_job:
+            outcome["below"] = (f"{len(records)} queued record(s) are fewer than the {limits.min_requests_per_job} "
+                                f"{w.spec.provider.name} needs for a batch job")
+            if w.spec.provider.below_minimum == "hold":
+                return []
+            outcome["realtime"] = _token(w, run, first)
+            return [(outcome["realtime"], [r.id for r in records])]
+        groups = split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job)
+        outcome["jobs"] = len(groups)
+        return [(_token(w, run, n), [records[i].id for i in g]) for n, g in enumerate(groups, start=first)]
+
+    for token, size in ledger.plan_jobs(key, w.spec.provider.name, run.run_id, make_jobs, limit=run.params.record_limit):
+        log.info("planned job %s with %d records", token, size)
+    if "realtime" in outcome:
+        log.warning("%s: sending them through real-time calls (provider.below_minimum: realtime)", outcome["below"])
+        run_realtime(w, ledger, adapter, outcome["realtime"], run)
+    elif "below" in outcome:
+        log.warning("%s: holding them for a later run (provider.below_minimum: hold)", outcome["below"])
+        ledger.set_run_detail(w.name, run.run_id, "held", {"records": outcome["records"], "reason": outcome["below"]})
+    else:
+        log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes, at least %d)", w.name,
+                 outcome["records"], outcome.get("jobs", 0), max_requests, max_bytes, limits.min_requests_per_job)
+    return ledger.planned_tokens(w.name, run.run_id, open_only=True)
 
 
 def _custom_id(record_id: int, attempts: int) -> str:
@@ -328,19 +498,19 @@ def requeue_for_retry(w: Workload, ledger: Ledger, run: RunInfo, round_no: int, 
     be retried waits for the next run.
     """
     cap = w.spec.retry.max_attempts
-    changes = []
-    for rec in ledger.records_in_state(record_key(w), State.PROVIDER_ERROR):
-        transient = rec.error_kind in {str(k) for k in TRANSIENT_ERRORS}
+    transient_kinds = {str(k) for k in TRANSIENT_ERRORS}
+
+    def decide(rec) -> Change | None:
+        transient = rec.error_kind in transient_kinds
         if transient and rec.attempts < cap:
             if not requeue:
-                continue
-            changes.append(Change(rec.id, State.QUEUED, f"retry round {round_no}: {rec.error_kind} on attempt {rec.attempts}"))
-        elif transient:
-            changes.append(Change(rec.id, State.REVIEW_REQUIRED,
-                                  f"still {rec.error_kind} after {rec.attempts} attempts (the cap is {cap})"))
-        else:
-            changes.append(Change(rec.id, State.REVIEW_REQUIRED, f"{rec.error_kind} is not fixed by a retry"))
-    ledger.transition(changes, actor=ACTOR, run_id=run.run_id)
+                return None
+            return Change(rec.id, State.QUEUED, f"retry round {round_no}: {rec.error_kind} on attempt {rec.attempts}")
+        if transient:
+            return Change(rec.id, State.REVIEW_REQUIRED, f"still {rec.error_kind} after {rec.attempts} attempts (the cap is {cap})")
+        return Change(rec.id, State.REVIEW_REQUIRED, f"{rec.error_kind} is not fixed by a retry")
+
+    changes = ledger.move(record_key(w), State.PROVIDER_ERROR, decide, actor=ACTOR, run_id=run.run_id)
     outcome = Counter(str(c.to) for c in changes)
     summary = {"requeued": outcome[str(State.QUEUED)], "to_review": outcome[str(State.REVIEW_REQUIRED)]}
     log.info("%s of %s: %s", f"retry round {round_no}" if requeue else "after the retry rounds", w.name, json.dumps(summary))
@@ -371,8 +541,10 @@ def gate(w: Workload, ledger: Ledger, run: RunInfo):
     valid = states[State.COMPLETED] + states[State.PUBLISHED]
     answered = [True] * valid + [False] * states[State.INVALID_OUTPUT]
     verdict = run_gate(w, outputs, answered)
+    # what a person approving the publish sees: the counts and a few of the outputs
+    shown = [{sink.key: r.source_id, **{c: (r.output or {}).get(c) for c in sink.columns[:3]}} for r in ready[:3]]
     ledger.set_run_detail(w.name, run.run_id, "gate", {"success": verdict.success, "failed": verdict.failures(),
-                                                       "records_ready": len(ready)})
+                                                       "records_ready": len(ready), "sample": shown})
     return verdict
 
 
@@ -450,7 +622,7 @@ def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run
         tokens_out += result.output_tokens
         line_cost = price.cost(result.input_tokens, result.output_tokens, discount)
         cost += line_cost
-        change = _change_for(rec, result, validator, line_cost)
+        change = _change_for(w, rec, result, validator, line_cost)
         tally[str(change.to)] += 1
         pending.append(change)
         if len(pending) >= 1000:
@@ -474,7 +646,20 @@ def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run
     return dict(tally)
 
 
-def _change_for(rec, result, validator: OutputValidator, line_cost: float) -> Change:
+def review_reason(w: Workload, custom_id: str, output: dict[str, Any]) -> str | None:
+    """Why a valid output must wait for a person (a review rule, or the random spot check), or ``None``."""
+    for rule in w.spec.review.rules:
+        why = rule.matches(output)
+        if why:
+            return f"review rule: {why}"
+    rate = w.spec.review.sample_rate
+    # reproducible per record and attempt: a re-collect picks the same records
+    if rate and int(hashlib.sha256(f"spot-check:{custom_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < rate:
+        return f"random spot check ({rate:.0%} of valid outputs)"
+    return None
+
+
+def _change_for(w: Workload, rec, result, validator: OutputValidator, line_cost: float) -> Change:
     usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": line_cost,
              "completed_at": utcnow()}
     if not result.answered:
@@ -482,14 +667,16 @@ def _change_for(rec, result, validator: OutputValidator, line_cost: float) -> Ch
             **usage, "error_kind": str(result.error_kind), "error_message": result.error_message,
         })
     if result.refusal:
-        return Change(rec.id, State.INVALID_OUTPUT, f"refused: {result.refusal}", {
-            **usage, "error_kind": str(ErrorKind.REFUSAL), "error_message": result.refusal[:2000],
+        to = State.REVIEW_REQUIRED if w.spec.review.refusals else State.INVALID_OUTPUT
+        return Change(rec.id, to, f"refused: {result.refusal}", {
+            **usage, "output": None, "error_kind": str(ErrorKind.REFUSAL), "error_message": f"refused: {result.refusal}"[:2000],
             "validation_errors": ["refusal"],
         })
     verdict = validator.validate(result.output_text, rec.source_id)
     if verdict.ok:
-        return Change(rec.id, State.COMPLETED, "valid output", {
-            **usage, "output": verdict.output, "validation_errors": None, "error_kind": None, "error_message": None,
+        why = review_reason(w, rec.custom_id, verdict.output)
+        return Change(rec.id, State.REVIEW_REQUIRED if why else State.COMPLETED, why or "valid output", {
+            **usage, "output": verdict.output, "validation_errors": None, "error_kind": None, "error_message": why,
         })
     errors = "; ".join(verdict.errors)[:2000]
     return Change(rec.id, State.INVALID_OUTPUT, errors, {

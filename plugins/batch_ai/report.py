@@ -46,8 +46,10 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
             for j in jobs
         ],
         "examples": ledger.run_examples(
-            w.name, run_id, [State.DEAD_LETTER, State.INVALID_OUTPUT, State.PROVIDER_ERROR]
+            w.name, run_id, [State.DEAD_LETTER, State.INVALID_OUTPUT, State.PROVIDER_ERROR, State.REVIEW_REQUIRED]
         ),
+        "review_queue": ledger.review_counts().get(w.name, 0),
+        "publish": details.get("publish"),
         "sample": sample,
         "held": details.get("held"),
         "quality_gate": details.get("gate"),
@@ -87,6 +89,13 @@ def format_report(report: dict[str, Any]) -> str:
     gate = report.get("quality_gate")
     if gate:
         lines.append(f"  quality gate: {'passed' if gate['success'] else 'FAILED'} over {gate['records_ready']} record(s) ready to publish")
+    if report.get("publish"):
+        p = report["publish"]
+        lines.append(f"  published {p['published']} record(s) to {p.get('table') or p.get('file') or 'the sink'}"
+                     + (f"; {p['superseded']} older result(s) kept out" if p.get("superseded") else ""))
+    if report.get("review_queue"):
+        lines.append(f"  review queue: {report['review_queue']} record(s) of {report['workload']} wait for a person "
+                     f"(Airflow UI: Review queue; or python -m batch_ai review list)")
     if report.get("held"):
         lines.append(f"  held for a later run: {report['held']['reason']}")
     for job in report["jobs"]:
@@ -98,6 +107,24 @@ def format_report(report: dict[str, Any]) -> str:
         f"   prices as of {c['prices_as_of']}"
     )
     return "\n".join(lines)
+
+
+def format_dry_run(forecast: dict[str, Any]) -> str:
+    """A dry run's forecast as people read it in the task log."""
+    if not forecast:
+        return "dry run: no forecast was recorded (did extract run?)"
+    f = forecast
+    intake = ", ".join(f"{k} {v}" for k, v in sorted(f["intake"].items()) if v)
+    return "\n".join([
+        "batch-ai dry run: nothing was submitted or changed",
+        f"  read {f['rows']} row(s) from {len(f['source'])} file(s): {intake or 'nothing new'}",
+        f"  would submit {f['would_submit']} record(s) in {f['jobs']} job(s) with prompt {f['prompt_version']}, "
+        f"schema {f['schema_version']}",
+        f"  estimated tokens in {f['estimated_input_tokens']}  out {f['estimated_output_tokens']} "
+        f"({f['output_tokens_basis']})",
+        f"  estimated cost: batch ${f['batch_cost_usd']:.4f}  (real-time ${f['realtime_cost_usd']:.4f})   "
+        f"prices as of {f['prices_as_of']}",
+    ])
 
 
 def dumps(report: dict[str, Any]) -> str:

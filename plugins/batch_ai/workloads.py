@@ -105,13 +105,82 @@ class QualityGateSpec(_Strict):
     """The great-expectations gate before publish (its other checks come from ``validation``)."""
 
     max_invalid_rate: float = Field(0.2, ge=0, le=1)
+    #: Ask a person to approve each publish (Airflow's human-in-the-loop approval task),
+    #: showing the counts and a sample; without an answer in time, nothing is published.
+    human_approval: bool = False
+    approval_timeout_hours: float = Field(12.0, gt=0)
+
+
+class ReviewRule(_Strict):
+    """A valid output goes to a person when its ``field`` matches the rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str
+    below: float | None = None
+    above: float | None = None
+    equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    not_empty: bool = False  # a list, object or string with something in it
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> ReviewRule:
+        given = [n for n in ("below", "above", "equals", "in_") if getattr(self, n) is not None] + (
+            ["not_empty"] if self.not_empty else [])
+        if len(given) != 1:
+            raise ValueError(f"review rule on {self.field!r} needs exactly one of below, above, equals, in, not_empty")
+        return self
+
+    def matches(self, output: dict[str, Any]) -> str | None:
+        """Why ``output`` needs review under this rule, or ``None``."""
+        value = output.get(self.field)
+        hit = False
+        if self.below is not None or self.above is not None:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                hit = (self.below is not None and value < self.below) or (self.above is not None and value > self.above)
+        elif self.in_ is not None:
+            hit = value in self.in_
+        elif self.not_empty:
+            hit = bool(value)
+        else:
+            hit = value == self.equals
+        if not hit:
+            return None
+        return self.reason or f"{self.field} is {json.dumps(value, ensure_ascii=False)[:80]}"
+
+
+class ReviewSpec(_Strict):
+    """Which records wait for a person in ``review_required`` before they can be published."""
+
+    refusals: bool = True  # a refused answer goes to review (else it stays invalid_output)
+    #: Share of valid outputs picked at random (reproducibly, by record) for a spot check.
+    sample_rate: float = Field(0.0, ge=0, le=1)
+    rules: list[ReviewRule] = Field(default_factory=list)
 
 
 class SinkSpec(_Strict):
-    kind: Literal["sql_table"] = "sql_table"
-    table: str = Field(pattern=_NAME)
+    """Where published records go: a table in the ledger database (``sql_table``) or files on
+    Airflow object storage (``files``: one Parquet or JSONL file per publish)."""
+
+    kind: Literal["sql_table", "files"] = "sql_table"
+    table: str | None = Field(None, pattern=_NAME)
+    uri: str | None = None  # files: a directory URI (file://, s3://, gs://); ${VAR} from the environment
+    format: Literal["parquet", "jsonl"] = "jsonl"
     key: str  # column holding the source id
     columns: list[str]  # output fields copied into the table
+
+    @model_validator(mode="after")
+    def _target(self) -> SinkSpec:
+        if self.kind == "sql_table" and not self.table:
+            raise ValueError("a sql_table sink needs `table`")
+        if self.kind == "files" and not self.uri:
+            raise ValueError("a files sink needs `uri` (a directory on Airflow object storage)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.table or self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 class WorkloadSpec(_Strict):
@@ -129,6 +198,7 @@ class WorkloadSpec(_Strict):
     batching: BatchingSpec = BatchingSpec()
     retry: RetrySpec = RetrySpec()
     quality_gate: QualityGateSpec = QualityGateSpec()
+    review: ReviewSpec = ReviewSpec()
     sink: SinkSpec
 
     @field_validator("start_date")
@@ -152,6 +222,7 @@ class Workload:
     def __init__(self, spec: WorkloadSpec, path: Path, root: Path):
         self.spec = spec
         self.path = path
+        self.root = root
         self.prompt_path = root / spec.prompt.file
         self.schema_path = root / spec.output_schema.file
         for what, p in (("prompt", self.prompt_path), ("output_schema", self.schema_path)):
@@ -173,6 +244,25 @@ class Workload:
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
         self._system = env.from_string(self.system_template)
         self._user = env.from_string(self.user_template)
+
+    def with_versions(self, prompt: str | None = None, schema: str | None = None) -> Workload:
+        """This workload with another prompt and/or schema version (a backfill's override).
+
+        The file of version ``vN`` lies beside the configured one, named ``vN`` with the same
+        suffix (``prompts/ticket_summary/v2.yaml``).
+        """
+        s = self.spec
+        update = {}
+        for field, version in (("prompt", prompt), ("output_schema", schema)):
+            current: VersionedFile = getattr(s, field)
+            if version and version != current.version:
+                folder, _, filename = current.file.rpartition("/")
+                suffix = filename[filename.find("."):] if "." in filename else ""
+                update[field] = VersionedFile.model_validate(
+                    {"file": f"{folder}/{version}{suffix}" if folder else f"{version}{suffix}", "version": version})
+        if not update:
+            return self
+        return Workload(s.model_copy(update=update), self.path, self.root)
 
     # identity -------------------------------------------------------------------------
     @property
@@ -213,6 +303,7 @@ class Workload:
         props = self.output_schema.get("properties", {})
         v = self.spec.validation
         named = set(v.required) | set(v.enums) | set(v.max_length) | set(self.spec.sink.columns)
+        named |= {r.field for r in self.spec.review.rules}
         if v.echo_id_field:
             named.add(v.echo_id_field)
         unknown = sorted(n for n in named if n not in props)

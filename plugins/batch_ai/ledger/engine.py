@@ -71,6 +71,13 @@ def make_engine(url: URL | str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            dbapi_conn.isolation_level = None  # transactions are begun below, not by the driver
+
+        # SQLite has no row locks: every transaction takes the write lock when it begins, so a
+        # read-check-write (a review decision, a plan's claim) cannot interleave with another.
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover - trivial
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -27,12 +27,14 @@ class State(StrEnum):
 ALLOWED: dict[State | None, frozenset[State]] = {
     None: frozenset({State.QUEUED, State.DEAD_LETTER}),
     State.QUEUED: frozenset({State.SUBMITTED}),
-    State.SUBMITTED: frozenset({State.COMPLETED, State.INVALID_OUTPUT, State.PROVIDER_ERROR}),
+    # Straight to review: a refusal, an output matching a review rule, or the random sample.
+    State.SUBMITTED: frozenset({State.COMPLETED, State.INVALID_OUTPUT, State.PROVIDER_ERROR, State.REVIEW_REQUIRED}),
     State.COMPLETED: frozenset({State.PUBLISHED, State.REVIEW_REQUIRED, State.QUEUED}),
-    # An invalid output is only re-run when its content changes; a new prompt or schema
-    # version is a new idempotency key, hence a new record.
+    # An invalid output is re-run only when its source content changes, or by a backfill
+    # with a new prompt or schema version (the pipeline refuses to resend it unchanged).
     State.INVALID_OUTPUT: frozenset({State.QUEUED, State.REVIEW_REQUIRED}),
     State.PROVIDER_ERROR: frozenset({State.QUEUED, State.REVIEW_REQUIRED}),
+    # A reviewer approves (or edits and approves: completed), rejects, or sends it round again.
     State.REVIEW_REQUIRED: frozenset({State.COMPLETED, State.REJECTED, State.QUEUED}),
     # Content changed at the source: the record goes round again.
     State.PUBLISHED: frozenset({State.QUEUED}),
@@ -44,7 +46,8 @@ ALLOWED: dict[State | None, frozenset[State]] = {
 
 #: States in which a record is waiting on nothing we control.
 TERMINAL = frozenset({State.PUBLISHED, State.REJECTED, State.DEAD_LETTER})
-#: States from which a changed source row sends the record round again.
+#: States a backfill may send round again (``rerun_states``); also those from which a changed
+#: source row does.
 REQUEUE_ON_CHANGE = frozenset(s for s, targets in ALLOWED.items() if s and State.QUEUED in targets)
 
 

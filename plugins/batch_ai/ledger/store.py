@@ -11,10 +11,12 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.engine import ledger_url, make_engine
@@ -62,6 +64,7 @@ class IntakeRow:
     data: Any
     content_hash: str
     malformed: str | None = None  # why the row cannot be sent to a model
+    source_date: date | None = None  # the day of the source file it was read from
 
 
 @dataclass
@@ -81,9 +84,17 @@ class Ledger:
 
     @classmethod
     def connect(cls, url=None) -> Ledger:
-        engine = make_engine(url or ledger_url())
-        t.metadata.create_all(engine)
-        return cls(engine)
+        ledger = cls(make_engine(url or ledger_url()))
+        ledger.create(t.metadata)
+        return ledger
+
+    def create(self, what) -> None:
+        """Create missing tables (a ``MetaData`` or one ``Table``). On PostgreSQL under an
+        advisory lock: two runs starting at once on a new database must not both create them."""
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(text("select pg_advisory_xact_lock(hashtext('batch_ai.create_tables'))"))
+            what.create(conn, checkfirst=True) if isinstance(what, t.Table) else what.create_all(conn)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -153,6 +164,20 @@ class Ledger:
         with self.engine.begin() as conn:
             self.apply(conn, changes, **kwargs)
 
+    def move(self, key: RecordKey, state: State, decide: Callable[[Any], Change | None], **kwargs) -> list[Change]:
+        """Change records now in ``state`` as ``decide(record)`` says (``None``: leave it).
+
+        Reads and changes in one transaction; on PostgreSQL rows another run is changing are
+        skipped, so two runs never move the same record twice.
+        """
+        q = select(t.records).where(key.where(), t.records.c.state == state).order_by(t.records.c.id)
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            changes = [c for c in map(decide, conn.execute(q)) if c is not None]
+            self.apply(conn, changes, **kwargs)
+        return changes
+
     # -- artifacts -----------------------------------------------------------------------
 
     def check_artifact_versions(self, workload: str, artifacts: Iterable[tuple[str, str, str, str]]) -> None:
@@ -163,18 +188,18 @@ class Ledger:
         av = t.artifact_versions
         with self.engine.begin() as conn:
             for kind, version, sha, path in artifacts:
+                # first use records the hash (a run starting at the same moment may record it too)
+                conn.execute(
+                    (postgresql.insert if self.is_postgres else sqlite.insert)(av)
+                    .values(workload=workload, kind=kind, version=version, sha256=sha, path=path, first_seen_at=utcnow())
+                    .on_conflict_do_nothing()
+                )
                 known = conn.execute(
                     select(av.c.sha256, av.c.first_seen_at).where(
                         av.c.workload == workload, av.c.kind == kind, av.c.version == version
                     )
-                ).first()
-                if known is None:
-                    conn.execute(
-                        insert(av).values(
-                            workload=workload, kind=kind, version=version, sha256=sha, path=path, first_seen_at=utcnow()
-                        )
-                    )
-                elif known.sha256 != sha:
+                ).one()
+                if known.sha256 != sha:
                     raise ValueError(
                         f"{kind} file {path} changed since version {version!r} was first used by workload "
                         f"{workload!r} (on {known.first_seen_at:%Y-%m-%d}). Records already made under "
@@ -242,175 +267,244 @@ class Ledger:
     # -- intake --------------------------------------------------------------------------
 
     def intake(
-        self, key: RecordKey, provider: str, run_id: str, rows: Sequence[IntakeRow], *, actor: str
+        self,
+        key: RecordKey,
+        provider: str,
+        run_id: str,
+        rows: Sequence[IntakeRow],
+        *,
+        actor: str,
+        rerun: Iterable[State] = (),
+        conn: Connection | None = None,
     ) -> Counter:
         """Account for every source row of a run and upsert the records they make.
 
         Returns how the rows were disposed of: ``new``, ``requeued``, ``unchanged``,
         ``changed_in_flight``, ``duplicate`` and ``dead_letter`` (the latter also counted
-        once more as ``new`` or ``unchanged``).
+        once more as ``new`` or ``unchanged``); for a backfill (``rerun``: the record states to
+        send round again) also ``rerun``, ``not_selected`` and ``invalid_same_version``.
+
+        A backfill with another prompt or schema version than a record's moves that record to
+        the new version when its state is selected, instead of making a second record; a
+        record it does not select stays as it is. Runs inside ``conn``'s transaction if given
+        (a dry run rolls it back).
         """
+        if conn is None:
+            with self.engine.begin() as conn:
+                return self._intake(conn, key, provider, run_id, rows, actor, frozenset(map(State, rerun)))
+        return self._intake(conn, key, provider, run_id, rows, actor, frozenset(map(State, rerun)))
+
+    def _lock(self, q):
+        return q.with_for_update() if self.is_postgres else q
+
+    def _intake(self, conn, key, provider, run_id, rows, actor, rerun: frozenset[State]) -> Counter:
         outcome: Counter = Counter()
         # Within one read, the last row for an id wins (daily exports append newer versions).
         last_row: dict[str, IntakeRow] = {}
         for row in rows:
             last_row[row.source_id] = row
         winners = list(last_row.values())
-
+        rerun = rerun & REQUEUE_ON_CHANGE
         rc = t.records.c
         now = utcnow()
-        with self.engine.begin() as conn:
-            existing: dict[str, Any] = {}
-            for chunk in chunks([r.source_id for r in winners]):
-                q = select(rc.id, rc.source_id, rc.state, rc.content_hash).where(key.where(), rc.source_id.in_(chunk))
-                if self.is_postgres:
-                    q = q.with_for_update()
-                existing.update({r.source_id: r for r in conn.execute(q)})
 
-            new_rows = [r for r in winners if r.source_id not in existing]
-            for part in chunks(new_rows):
-                conn.execute(
-                    insert(t.records),
-                    [
-                        {
-                            "workload": key.workload,
-                            "source_id": r.source_id,
-                            "prompt_version": key.prompt_version,
-                            "model": key.model,
-                            "schema_version": key.schema_version,
-                            "content_hash": r.content_hash,
-                            "state": str(State.DEAD_LETTER if r.malformed else State.QUEUED),
-                            "input": r.data,
-                            "provider": provider,
-                            "attempts": 0,
-                            "error_kind": "malformed_input" if r.malformed else None,
-                            "error_message": r.malformed,
-                            "last_run_id": run_id,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for r in part
-                    ],
-                )
-            ids: dict[str, int] = {sid: r.id for sid, r in existing.items()}
-            for chunk in chunks([r.source_id for r in new_rows]):
-                ids.update(
-                    {
-                        r.source_id: r.id
-                        for r in conn.execute(select(rc.id, rc.source_id).where(key.where(), rc.source_id.in_(chunk)))
-                    }
-                )
-            audit_rows = [
+        def lookup(source_ids, where) -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for chunk in chunks(list(source_ids)):
+                q = select(rc.id, rc.source_id, rc.state, rc.content_hash).where(where, rc.source_id.in_(chunk))
+                found.update({r.source_id: r for r in conn.execute(self._lock(q.order_by(rc.id)))})
+            return found  # the newest record of a source id wins
+
+        existing = lookup([r.source_id for r in winners], key.where())
+        # a backfill finds the records of other prompt/schema versions of the same model
+        other_versions = lookup(
+            [r.source_id for r in winners if r.source_id not in existing],
+            and_(rc.workload == key.workload, rc.model == key.model),
+        ) if rerun else {}
+
+        new_rows = [r for r in winners if r.source_id not in existing and r.source_id not in other_versions]
+        inserted: dict[str, int] = {}
+        for part in chunks(new_rows):
+            stmt = (postgresql.insert if self.is_postgres else sqlite.insert)(t.records).values([
                 {
-                    "record_id": ids[r.source_id],
-                    "from_state": None,
-                    "to_state": str(State.DEAD_LETTER if r.malformed else State.QUEUED),
-                    "at": now,
-                    "actor": actor,
-                    "run_id": run_id,
-                    "attempt": 0,
-                    "reason": r.malformed or "extracted",
+                    "workload": key.workload,
+                    "source_id": r.source_id,
+                    "prompt_version": key.prompt_version,
+                    "model": key.model,
+                    "schema_version": key.schema_version,
+                    "content_hash": r.content_hash,
+                    "state": str(State.DEAD_LETTER if r.malformed else State.QUEUED),
+                    "input": r.data,
+                    "provider": provider,
+                    "attempts": 0,
+                    "error_kind": "malformed_input" if r.malformed else None,
+                    "error_message": r.malformed,
+                    "last_run_id": run_id,
+                    "source_date": r.source_date,
+                    "created_at": now,
+                    "updated_at": now,
                 }
-                for r in new_rows
-            ]
-            for part in chunks(audit_rows):
-                conn.execute(insert(t.audit), list(part))
-            outcome["new"] = len(new_rows)
-            outcome["dead_letter"] = sum(1 for r in winners if r.malformed)
+                for r in part
+            ])
+            # a concurrent run (a backfill beside the nightly) may have inserted some already
+            stmt = stmt.on_conflict_do_nothing(index_elements=["workload", "source_id", "prompt_version", "model", "schema_version"])
+            inserted.update({r.source_id: r.id for r in conn.execute(stmt.returning(rc.id, rc.source_id))})
+        raced = [r for r in new_rows if r.source_id not in inserted]
+        if raced:
+            existing.update(lookup([r.source_id for r in raced], key.where()))
+            new_rows = [r for r in new_rows if r.source_id in inserted]
+        audit_rows = [
+            {
+                "record_id": inserted[r.source_id],
+                "from_state": None,
+                "to_state": str(State.DEAD_LETTER if r.malformed else State.QUEUED),
+                "at": now,
+                "actor": actor,
+                "run_id": run_id,
+                "attempt": 0,
+                "reason": r.malformed or "extracted",
+            }
+            for r in new_rows
+        ]
+        for part in chunks(audit_rows):
+            conn.execute(insert(t.audit), list(part))
+        outcome["new"] = len(new_rows)
+        outcome["dead_letter"] = sum(1 for r in winners if r.malformed)
+        ids: dict[str, int] = {**inserted, **{sid: r.id for sid, r in existing.items()},
+                               **{sid: r.id for sid, r in other_versions.items()}}
 
-            requeue: list[Change] = []
-            refresh: list[dict[str, Any]] = []
-            for r in winners:
-                old = existing.get(r.source_id)
-                if old is None:
+        def fresh(r: IntakeRow, **more) -> dict[str, Any]:
+            return {"input": r.data, "content_hash": r.content_hash, "output": None, "error_kind": None,
+                    "error_message": None, "validation_errors": None, "last_run_id": run_id,
+                    "source_date": r.source_date, **more}
+
+        requeue: list[Change] = []
+        refresh: list[dict[str, Any]] = []
+        for r in winners:
+            old = existing.get(r.source_id)
+            if old is None:
+                other = other_versions.get(r.source_id)
+                if other is None:
                     continue
-                if old.content_hash == r.content_hash:
+                if State(other.state) in rerun:
+                    requeue.append(Change(other.id, State.QUEUED, (
+                        f"backfill: rerun of {other.state} with prompt {key.prompt_version}, schema {key.schema_version}"),
+                        fresh(r, prompt_version=key.prompt_version, schema_version=key.schema_version)))
+                    outcome["rerun"] += 1
+                else:
+                    outcome["not_selected"] += 1
+                continue
+            if old.content_hash == r.content_hash:
+                if State(old.state) not in rerun:
                     outcome["unchanged"] += 1
-                elif old.state == State.QUEUED:
-                    refresh.append({"p_id": old.id, "p_input": r.data, "p_hash": r.content_hash})
-                    outcome["requeued"] += 1
-                elif old.state in REQUEUE_ON_CHANGE:
-                    requeue.append(
-                        Change(
-                            old.id,
-                            State.QUEUED,
-                            "source content changed",
-                            {
-                                "input": r.data,
-                                "content_hash": r.content_hash,
-                                "output": None,
-                                "error_kind": None,
-                                "error_message": None,
-                                "validation_errors": None,
-                                "last_run_id": run_id,
-                            },
-                        )
-                    )
-                    outcome["requeued"] += 1
-                else:  # submitted: the job in flight answers for the old content
-                    log.warning(
-                        "record %s (source id %s) changed while %s; the new content is taken on the next run",
-                        old.id,
-                        r.source_id,
-                        old.state,
-                    )
-                    outcome["changed_in_flight"] += 1
-            if refresh:
-                conn.execute(
-                    update(t.records)
-                    .where(rc.id == bindparam("p_id"))
-                    .values(input=bindparam("p_input"), content_hash=bindparam("p_hash"), updated_at=now),
-                    refresh,
+                elif old.state == State.INVALID_OUTPUT:
+                    # the same prompt and schema would fail the same way
+                    outcome["invalid_same_version"] += 1
+                else:
+                    requeue.append(Change(old.id, State.QUEUED, f"backfill: rerun of {old.state}", fresh(r)))
+                    outcome["rerun"] += 1
+            elif old.state == State.QUEUED:
+                refresh.append({"p_id": old.id, "p_input": r.data, "p_hash": r.content_hash, "p_date": r.source_date})
+                outcome["requeued"] += 1
+            elif old.state in REQUEUE_ON_CHANGE:
+                requeue.append(Change(old.id, State.QUEUED, "source content changed", fresh(r)))
+                outcome["requeued"] += 1
+            else:  # submitted: the job in flight answers for the old content
+                log.warning(
+                    "record %s (source id %s) changed while %s; the new content is taken on the next run",
+                    old.id,
+                    r.source_id,
+                    old.state,
                 )
-            self.apply(conn, requeue, actor=actor, run_id=run_id)
-
-            winner_rows = {id(r) for r in winners}
-            intake_rows = []
-            for row in rows:
-                is_winner = id(row) in winner_rows
-                if not is_winner:
-                    later = last_row[row.source_id]
-                    same = later.content_hash == row.content_hash
-                    reason = f"{'duplicate of' if same else 'superseded by'} row {later.row_number}"
-                    outcome["duplicate"] += 1
-                intake_rows.append(
-                    {
-                        "workload": key.workload,
-                        "run_id": run_id,
-                        "row_number": row.row_number,
-                        "source_id": row.source_id,
-                        "record_id": ids[row.source_id],
-                        "disposition": "record" if is_winner else "duplicate",
-                        "reason": row.malformed if is_winner else reason,
-                    }
-                )
-            # A re-run of the same extract task replaces its own accounting.
+                outcome["changed_in_flight"] += 1
+        if refresh:
             conn.execute(
-                t.intake.delete().where(t.intake.c.workload == key.workload, t.intake.c.run_id == run_id)
+                update(t.records)
+                .where(rc.id == bindparam("p_id"))
+                .values(input=bindparam("p_input"), content_hash=bindparam("p_hash"),
+                        source_date=bindparam("p_date"), updated_at=now),
+                refresh,
             )
-            for part in chunks(intake_rows):
-                conn.execute(insert(t.intake), list(part))
+        self.apply(conn, requeue, actor=actor, run_id=run_id)
+
+        winner_rows = {id(r) for r in winners}
+        intake_rows = []
+        for row in rows:
+            is_winner = id(row) in winner_rows
+            if not is_winner:
+                later = last_row[row.source_id]
+                same = later.content_hash == row.content_hash
+                reason = f"{'duplicate of' if same else 'superseded by'} row {later.row_number}"
+                outcome["duplicate"] += 1
+            intake_rows.append(
+                {
+                    "workload": key.workload,
+                    "run_id": run_id,
+                    "row_number": row.row_number,
+                    "source_id": row.source_id,
+                    "record_id": ids[row.source_id],
+                    "disposition": "record" if is_winner else "duplicate",
+                    "reason": row.malformed if is_winner else reason,
+                }
+            )
+        # A re-run of the same extract task replaces its own accounting.
+        conn.execute(t.intake.delete().where(t.intake.c.workload == key.workload, t.intake.c.run_id == run_id))
+        for part in chunks(intake_rows):
+            conn.execute(insert(t.intake), list(part))
         return outcome
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def queued_unplanned(self, key: RecordKey, run_id: str) -> list[Any]:
-        """Queued records not yet in one of this run's planned jobs.
+    #: A job planned this long ago and never submitted (its run died) gives its records up.
+    STALE_PLAN = timedelta(hours=6)
 
-        Records left in a planned job of an earlier run that never submitted it are planned
-        again; that job then finds nothing queued and ends as ``empty``.
+    def plan_jobs(
+        self,
+        key: RecordKey,
+        provider: str,
+        run_id: str,
+        make_jobs: Callable[[list[Any]], list[tuple[str, list[int]]]],
+        *,
+        limit: int | None = None,
+    ) -> list[tuple[str, int]]:
+        """Claim the queued records no live run has planned, and write the jobs ``make_jobs``
+        groups them into (status ``planned``), before any paid call. Returns (token, size) pairs.
+
+        On PostgreSQL the claim locks the rows and skips those another run is claiming, so a
+        nightly run and a backfill over the same records never plan (and pay for) one twice.
+        ``limit`` caps the records this run submits, retries of its own records not counted.
         """
-        rc, jc = t.records.c, t.jobs.c
-        planned = select(jc.id).where(jc.status == "planned", jc.run_id == run_id)
-        with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    select(rc.id, rc.source_id, rc.input, rc.attempts)
-                    .where(key.where(), rc.state == State.QUEUED)
-                    .where((rc.job_id.is_(None)) | (rc.job_id.not_in(planned)))
-                    .order_by(rc.id)
-                )
-            )
+        rc, jc, ac = t.records.c, t.jobs.c, t.audit.c
+        now = utcnow()
+        taken = select(jc.id).where(jc.status == "planned", or_(jc.run_id == run_id, jc.created_at > now - self.STALE_PLAN))
+        q = (
+            select(rc.id, rc.source_id, rc.input, rc.attempts)
+            .where(key.where(), rc.state == State.QUEUED)
+            .where(or_(rc.job_id.is_(None), rc.job_id.not_in(taken)))
+            .order_by(rc.id)
+        )
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True, of=t.records)
+        with self.engine.begin() as conn:
+            records = list(conn.execute(q))
+            if limit is not None:
+                in_run = set(conn.scalars(select(ac.record_id).distinct().where(ac.run_id == run_id, ac.to_state == State.SUBMITTED)))
+                room = max(0, limit - len(in_run))
+                retries = [r for r in records if r.id in in_run]
+                others = [r for r in records if r.id not in in_run][:room]
+                records = sorted(retries + others, key=lambda r: r.id)
+            planned = []
+            for token, record_ids in make_jobs(records):
+                job_id = conn.execute(
+                    insert(t.jobs)
+                    .values(token=token, workload=key.workload, run_id=run_id, provider=provider, model=key.model,
+                            status="planned", record_count=len(record_ids), created_at=now)
+                    .returning(jc.id)
+                ).scalar_one()
+                for chunk in chunks(list(record_ids)):
+                    conn.execute(update(t.records).where(rc.id.in_(chunk), rc.state == State.QUEUED).values(job_id=job_id))
+                planned.append((token, len(record_ids)))
+        return planned
 
     def planned_tokens(self, workload: str, run_id: str, *, open_only: bool = False) -> list[str]:
         """Tokens of the run's jobs; ``open_only``: batch jobs not yet collected (planned or submitted)."""
@@ -426,31 +520,6 @@ class Ledger:
         jc = t.jobs.c
         with self.engine.connect() as conn:
             return list(conn.scalars(select(jc.provider_job_id).where(jc.provider == provider, jc.provider_job_id.is_not(None))))
-
-    def plan_job(self, key: RecordKey, provider: str, run_id: str, token: str, record_ids: Sequence[int]) -> int:
-        """Write a job's intent (status ``planned``) and assign its records, before any paid call."""
-        with self.engine.begin() as conn:
-            job_id = conn.execute(
-                insert(t.jobs)
-                .values(
-                    token=token,
-                    workload=key.workload,
-                    run_id=run_id,
-                    provider=provider,
-                    model=key.model,
-                    status="planned",
-                    record_count=len(record_ids),
-                    created_at=utcnow(),
-                )
-                .returning(t.jobs.c.id)
-            ).scalar_one()
-            for chunk in chunks(list(record_ids)):
-                conn.execute(
-                    update(t.records)
-                    .where(t.records.c.id.in_(chunk), t.records.c.state == State.QUEUED)
-                    .values(job_id=job_id)
-                )
-        return job_id
 
     def job(self, token: str) -> Any:
         with self.engine.connect() as conn:
@@ -526,6 +595,42 @@ class Ledger:
         with self.engine.connect() as conn:
             return list(conn.execute(select(t.records).where(key.where(), t.records.c.state == state)))
 
+    def lock_ready(self, conn: Connection, key: RecordKey) -> list[Any]:
+        """The ``completed`` records of a key, for a publish inside ``conn``'s transaction. On
+        PostgreSQL they are locked, skipping those a concurrent publish holds."""
+        rc = t.records.c
+        q = select(rc.id, rc.source_id, rc.output, rc.source_date).where(key.where(), rc.state == State.COMPLETED).order_by(rc.id)
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        return list(conn.execute(q))
+
+    def record(self, record_id: int) -> Any:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.records).where(t.records.c.id == record_id)).first()
+        if row is None:
+            raise KeyError(f"no record {record_id} in the ledger")
+        return row
+
+    def find_records(self, workload: str, source_id: str) -> list[Any]:
+        """Every record (all versions) of one source id, oldest first."""
+        rc = t.records.c
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(t.records).where(rc.workload == workload, rc.source_id == source_id).order_by(rc.id)))
+
+    def review_queue(self, workload: str | None = None, limit: int = 200) -> list[Any]:
+        rc = t.records.c
+        q = select(t.records).where(rc.state == State.REVIEW_REQUIRED).order_by(rc.workload, rc.id).limit(limit)
+        if workload:
+            q = q.where(rc.workload == workload)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def review_counts(self) -> dict[str, int]:
+        rc = t.records.c
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(rc.workload, func.count()).where(rc.state == State.REVIEW_REQUIRED)
+                                     .group_by(rc.workload).order_by(rc.workload)).all())
+
     def history(self, record_id: int) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(t.audit).where(t.audit.c.record_id == record_id).order_by(t.audit.c.id)))
@@ -593,6 +698,13 @@ class Ledger:
                 if rows:
                     out[str(state)] = [{"source_id": r.source_id, "reason": r.error_message} for r in rows]
         return out
+
+    def mean_output_tokens(self, workload: str) -> float | None:
+        """Mean output tokens of the workload's answered records (``None`` before the first)."""
+        rc = t.records.c
+        with self.engine.connect() as conn:
+            value = conn.scalar(select(func.avg(rc.output_tokens)).where(rc.workload == workload, rc.output_tokens > 0))
+        return float(value) if value is not None else None
 
     def run_jobs(self, workload: str, run_id: str) -> list[Any]:
         jc = t.jobs.c

@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -48,6 +49,9 @@ records = Table(
     Column("output_tokens", Integer, nullable=True),
     Column("cost_usd", Float, nullable=True),
     Column("last_run_id", String(250), nullable=True),
+    # the day of the source data this content came from: a publish never replaces the
+    # published result of newer data with that of older data
+    Column("source_date", Date, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("submitted_at", DateTime(timezone=True), nullable=True),

@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from batch_ai import pipeline
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers import BatchProvider
-from batch_ai.report import build_report, format_report
+from batch_ai.report import build_report, format_dry_run, format_report
 from batch_ai.workloads import Workload, load_workload
 
 
@@ -41,13 +41,21 @@ class WorkloadMixin:
     def adapter(self) -> BatchProvider:
         return pipeline.adapter_for(self.wl)
 
-    @staticmethod
-    def run_info(context) -> pipeline.RunInfo:
+    def run_info(self, context, *, skip_in_dry_run: bool = False) -> pipeline.RunInfo:
+        """The run and its params (a backfill's version override applies to ``self.wl`` from here on)."""
+        try:
+            params = pipeline.RunParams.from_params(context.get("params"))
+            self.wl = load_workload(self.workload).with_versions(params.prompt_version, params.schema_version)
+        except (pipeline.StageError, ValueError) as exc:
+            raise AirflowException(str(exc)) from None
+        if skip_in_dry_run and params.dry_run:
+            raise AirflowSkipException("dry run: nothing is changed or submitted")
         return pipeline.RunInfo(
             run_id=context["run_id"],
             ds=context["ds"],
             data_interval_start=context.get("data_interval_start"),
             data_interval_end=context.get("data_interval_end"),
+            params=params,
         )
 
 
@@ -64,8 +72,11 @@ class ExtractOperator(WorkloadOperator):
     """Read the source for the run, account for every row, queue new work in the ledger."""
 
     def execute(self, context) -> dict[str, Any]:
+        run = self.run_info(context)
         try:
-            return pipeline.extract(self.wl, self.ledger, self.run_info(context))
+            if run.params.dry_run:
+                return pipeline.dry_run(self.wl, self.ledger, self.adapter, run)
+            return pipeline.extract(self.wl, self.ledger, run)
         except pipeline.StageError as exc:
             raise AirflowException(str(exc)) from None
 
@@ -75,7 +86,8 @@ class SampleOperator(WorkloadOperator):
 
     def execute(self, context) -> dict[str, Any]:
         try:
-            return pipeline.sample(self.wl, self.ledger, self.adapter, self.run_info(context))
+            run = self.run_info(context, skip_in_dry_run=True)
+            return pipeline.sample(self.wl, self.ledger, self.adapter, run)
         except pipeline.StageError as exc:
             raise AirflowException(str(exc)) from None
 
@@ -84,7 +96,8 @@ class PlanJobsOperator(WorkloadOperator):
     """Split queued records into provider jobs within the limits; returns one token per job."""
 
     def execute(self, context) -> list[str]:
-        return pipeline.plan(self.wl, self.ledger, self.adapter, self.run_info(context))
+        run = self.run_info(context, skip_in_dry_run=True)
+        return pipeline.plan(self.wl, self.ledger, self.adapter, run)
 
 
 class _JobOperatorMixin:
@@ -114,8 +127,9 @@ class BatchSubmitOperator(_JobOperatorMixin, WorkloadOperator):
         self.token = token
 
     def execute(self, context) -> str | None:
+        run = self.run_info(context)
         self._check_provider()
-        return pipeline.submit(self.wl, self.ledger, self.adapter, self.token, self.run_info(context))
+        return pipeline.submit(self.wl, self.ledger, self.adapter, self.token, run)
 
 
 class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
@@ -193,7 +207,7 @@ class RetryRoundOperator(WorkloadOperator):
         self.final = final  # after the last round: only send what is at its cap to review
 
     def execute(self, context) -> dict[str, int]:
-        run = self.run_info(context)
+        run = self.run_info(context, skip_in_dry_run=True)
         if self.final:
             return pipeline.requeue_for_retry(self.wl, self.ledger, run, self.round_no, requeue=False)
         summary = pipeline.requeue_for_retry(self.wl, self.ledger, run, self.round_no)
@@ -220,7 +234,8 @@ class CollectOperator(WorkloadOperator):
         self.token = token
 
     def execute(self, context) -> dict[str, Any]:
-        return pipeline.collect(self.wl, self.ledger, self.adapter, self.token, self.run_info(context))
+        run = self.run_info(context)
+        return pipeline.collect(self.wl, self.ledger, self.adapter, self.token, run)
 
 
 class QualityGateOperator(WorkloadOperator):
@@ -228,26 +243,37 @@ class QualityGateOperator(WorkloadOperator):
     the log names each expectation with its numbers. The records stay ready for a later publish."""
 
     def execute(self, context) -> dict[str, Any]:
-        verdict = pipeline.gate(self.wl, self.ledger, self.run_info(context))
+        run = self.run_info(context, skip_in_dry_run=True)
+        verdict = pipeline.gate(self.wl, self.ledger, run)
         if not verdict.success:
             raise AirflowException(f"quality gate failed, nothing published: {verdict.describe()}")
-        return {"success": True, "checks": len(verdict.checks)}
+        gate = self.ledger.run_details(self.workload, run.run_id)["gate"]
+        return {"success": True, "checks": len(verdict.checks), "records_ready": gate["records_ready"],
+                "states": self.ledger.run_accounting(self.workload, run.run_id)["states"], "sample": gate["sample"]}
 
 
 class PublishOperator(WorkloadOperator):
     """Upsert completed records into the sink, atomically, and mark them published."""
 
     def execute(self, context) -> dict[str, Any]:
-        from batch_ai.publish.sql_table import publish
+        from batch_ai.publish import publish
 
-        s = self.wl.spec
-        return publish(self.ledger, pipeline.record_key(self.wl), s.sink, self.wl.output_schema, context["run_id"], pipeline.ACTOR)
+        run = self.run_info(context, skip_in_dry_run=True)
+        outcome = publish(self.wl, self.ledger, run.run_id, pipeline.ACTOR)
+        self.ledger.set_run_detail(self.workload, run.run_id, "publish", outcome)
+        return outcome
 
 
 class ReportOperator(WorkloadOperator):
     """Log the run report (and keep it in the ledger); fails if any extracted row is unaccounted for."""
 
     def execute(self, context) -> dict[str, Any]:
+        run = self.run_info(context)
+        if run.params.dry_run:
+            forecast = self.ledger.run_details(self.workload, run.run_id).get("dry_run", {})
+            for line in format_dry_run(forecast).splitlines():
+                self.log.info("%s", line)
+            return forecast
         report = build_report(self.wl, self.ledger, context["run_id"])
         self.ledger.finish_run(self.workload, context["run_id"], report)
         for line in format_report(report).splitlines():

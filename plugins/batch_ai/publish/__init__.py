@@ -1,0 +1,34 @@
+"""Publishing: completed records into the workload's sink, atomically per run and idempotently.
+
+``sql_table`` upserts into a table in the ledger database (one transaction with the records'
+move to ``published``); ``files`` writes one Parquet or JSONL file per publish to Airflow
+object storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batch_ai.ledger.store import Ledger
+from batch_ai.workloads import Workload
+
+
+def publish(w: Workload, ledger: Ledger, run_id: str, actor: str) -> dict[str, Any]:
+    from batch_ai.pipeline import record_key
+
+    if w.spec.sink.kind == "files":
+        from batch_ai.publish import files
+
+        return files.publish(ledger, record_key(w), w.spec.sink, run_id, actor)
+    from batch_ai.publish import sql_table
+
+    return sql_table.publish(ledger, record_key(w), w.spec.sink, w.output_schema, run_id, actor)
+
+
+def mark_pending(w: Workload, ledger: Ledger, key) -> int:
+    """Show queued records as ``pending`` in a table sink (rows not published before)."""
+    if w.spec.sink.kind != "sql_table":
+        return 0
+    from batch_ai.publish import sql_table
+
+    return sql_table.mark_pending(ledger, key, w.spec.sink, w.output_schema)
