@@ -109,3 +109,51 @@ def test_human_approval_of_the_publish_sits_between_the_gate_and_the_publish(tmp
 
     body = approve.render_template(approve.body, {"ti": TI(), "dag": dag}, jinja_env=jinja2.Environment())
     assert "**97** record(s)" in body and '"review_required": 3' in body and '- `{"ticket_id": "T-1"}`' in body
+
+
+def test_every_workload_with_a_deadline_gets_airflow_deadline_alert(monkeypatch):
+    from batch_ai.dag_factory import build_dag
+    from batch_ai.deadlines import SWITCH
+
+    monkeypatch.setenv(SWITCH, "on")
+    dag = build_dag("lead_scoring")
+    (alert,) = dag.deadline
+    assert alert.interval.total_seconds() == 4 * 3600 and alert.callback.kwargs["on_miss"] == "realtime"
+    monkeypatch.setenv(SWITCH, "off")
+    assert not build_dag("lead_scoring").deadline
+    assert not build_dag("model_evaluation").deadline  # no deadline declared
+
+
+def test_the_evaluation_dag_runs_each_target_then_scores_them():
+    from batch_ai.dag_factory import build_dag
+
+    dag = build_dag("model_evaluation")
+    evaluate = dag.get_task("evaluate")
+    assert evaluate.upstream_task_ids == {"openai__gpt_4o_mini.report", "openai__gpt_4_1_nano.report",
+                                          "anthropic__claude_haiku_4_5.report", "vertex__gemini_2_0_flash_001.report"}
+    assert type(dag.get_task("vertex__gemini_2_0_flash_001.job.submit")).__name__ == "VertexGeminiBatchSubmitOperator"
+    assert dag.get_task("anthropic__claude_haiku_4_5.extract").target == "anthropic:claude-haiku-4-5"
+
+
+def test_provider_calls_retry_what_a_retry_can_fix_and_fail_fast_otherwise():
+    import httpx
+    import openai
+
+    from batch_ai.dag_factory import build_dag
+    from batch_ai.ledger.states import IllegalTransition
+    from batch_ai.pipeline import StageError
+
+    policy = build_dag("ticket_summaries").get_task("job.submit").retry_policy
+    request = httpx.Request("POST", "http://127.0.0.1/v1/batches")
+
+    def action(exc):
+        return policy.evaluate(exc, try_number=1, max_tries=3).action.value
+
+    assert action(openai.APIConnectionError(request=request)) == "retry"
+    assert action(openai.RateLimitError("slow down", response=httpx.Response(429, request=request), body=None)) == "retry"
+    assert policy.evaluate(openai.RateLimitError("x", response=httpx.Response(429, request=request), body=None),
+                           1, 3).retry_delay.total_seconds() == 120
+    assert action(openai.AuthenticationError("bad key", response=httpx.Response(401, request=request), body=None)) == "fail"
+    assert action(StageError("record 1 alone is too big")) == "fail"
+    assert action(IllegalTransition("record 1: queued -> published")) == "fail"
+    assert action(KeyError("something else")) == "default"

@@ -26,8 +26,11 @@ DAY = "2026-11-25"
 class Run:
     """One project-local Airflow, one ledger, one data directory, one emulator."""
 
-    def __init__(self, home: Path, ledger_url: str, data_dir: Path, emulator, provider: str = "openai"):
-        extra = {**emulator.airflow_env(), "BATCH_AI_PROVIDER": provider}
+    def __init__(self, home: Path, ledger_url: str, data_dir: Path, emulator, provider: str | None = "openai",
+                 workload: str = "ticket_summaries"):
+        extra = {**emulator.airflow_env(), **({"BATCH_AI_PROVIDER": provider} if provider else {}),
+                 "BATCH_AI_REPORT_DIR": str(home / "reports")}
+        self.workload = workload
         self.env = airflow_env(home, ledger_url=ledger_url, data_dir=data_dir, extra=extra)
         self.provider = provider
         self.home = home
@@ -39,7 +42,7 @@ class Run:
     def dag(self, day: str = DAY, conf: dict | None = None) -> str:
         self.runs += 1
         log = self.home / f"dags-test-{self.runs}.log"
-        proc = dags_test(self.env, "ticket_summaries", day, log, conf)
+        proc = dags_test(self.env, self.workload, day, log, conf)
         output = log.read_text()
         assert proc.returncode == 0, output[-6000:]
         return output
@@ -53,7 +56,9 @@ class Run:
             return list(conn.execute(query))
 
     def report(self):
-        return self.rows(select(t.runs.c.report).order_by(t.runs.c.id.desc()).limit(1))[0].report
+        """The report of the run that finished last."""
+        return self.rows(select(t.runs.c.report).where(t.runs.c.report.is_not(None))
+                         .order_by(t.runs.c.finished_at.desc()).limit(1))[0].report
 
     def batches(self) -> list[str]:
         """The provider jobs the emulator holds."""
@@ -68,7 +73,7 @@ class Run:
         changes = {**self.base_changes, **changes}
         copy = tmp_path / "include"
         shutil.copytree(include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
-        path = copy / "workloads" / "ticket_summaries.yaml"
+        path = copy / "workloads" / f"{self.workload}.yaml"
         spec = yaml.safe_load(path.read_text())
         for dotted, value in changes.items():
             node = spec
@@ -257,6 +262,8 @@ def test_transient_failures_are_retried_and_published_once(run, tmp_path):
     report = run.report()
     assert report["lost"] == 0 and report["states"]["published"] == 100 and report["states"]["provider_error"] == 0
     assert len(report["provider_job_ids"]) == 3  # the night's job and one small job per retry round
+    # what the retries cost is in the report: the two rounds' jobs
+    assert 0 < report["cost"]["retries_usd"] < report["cost"]["batch_usd"]
     retried = run.rows(select(t.records.c.id, t.records.c.attempts).where(t.records.c.attempts > 1))
     assert retried and {r.attempts for r in retried} == {3}
     for r in retried:

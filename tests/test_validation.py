@@ -80,3 +80,27 @@ def test_missing_field_is_reported(validator):
 
 def test_text_that_merely_mentions_comparisons_is_not_html(validator):
     assert check(validator, summary="Orders < 5 items and totals > 10 EUR were affected.").ok
+
+
+TEXT = "Please call me on +44 20 7946 0958 or write to jo@example.com about the refund."
+
+
+def compliance_output(*redactions):
+    return json.dumps({"item_id": "C-1", "violations": [], "redactions": list(redactions),
+                       "exception_label": "none", "flagged": bool(redactions)})
+
+
+def test_a_redaction_span_outside_the_text_is_rejected():
+    w = load_workload("compliance_review")
+    v = OutputValidator(w.output_schema, w.spec.validation)
+    source = {"item_id": "C-1", "text": TEXT}
+    phone = {"start": 18, "end": 34, "text": "+44 20 7946 0958", "kind": "phone"}
+    assert TEXT[18:34] == phone["text"] and v.validate(compliance_output(phone), "C-1", source).ok
+    outside = {"start": 70, "end": 120, "text": "x", "kind": "other"}
+    verdict = v.validate(compliance_output(phone, outside), "C-1", source)
+    assert verdict.errors == [f"redactions[1]: span 70-120 is outside the {len(TEXT)} characters of text"]
+    shifted = {**phone, "start": 17, "end": 33}
+    assert v.validate(compliance_output(shifted), "C-1", source).errors == [
+        "redactions[0]: span 17-33 reads ' +44 20 7946 095', not '+44 20 7946 0958'"]
+    backwards = {**phone, "start": 34, "end": 18}
+    assert "is outside" in v.validate(compliance_output(backwards), "C-1", source).errors[0]

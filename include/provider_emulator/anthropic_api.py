@@ -69,7 +69,8 @@ def message(params: dict[str, Any], key: str, faults: ProviderFaults, log, *, re
     if choice.get("type") == "tool":
         tool = next((t for t in params.get("tools") or [] if t.get("name") == choice.get("name")), None)
     schema = fmt.get("schema") if fmt.get("type") == "json_schema" else (tool or {}).get("input_schema")
-    outcome = core.answer(faults, key, schema, user_text, prompt_text, realtime=realtime, log=log)
+    outcome = core.answer(faults, key, schema, user_text, prompt_text, realtime=realtime, log=log,
+                          model_name=str(params.get("model", "")))
     stop_reason = "end_turn"
     if outcome.refused:
         content, stop_reason = [], "refusal"

@@ -117,6 +117,7 @@ def answer(
     *,
     realtime: bool = False,
     log=None,
+    model_name: str = "",
 ) -> LineOutcome:
     """Answer one request; ``log(key, fault)`` records a fault that was applied."""
     fault = None
@@ -133,7 +134,7 @@ def answer(
     if fault == "refusal":
         return LineOutcome(key, fault, None, None, tokens_in, model.estimate_tokens(REFUSAL_TEXT))
     schema = schema or DEFAULT_SCHEMA
-    output = model.answer(schema, user_text, key)
+    output = model.answer(schema, user_text, key, faults.model_error_rates.get(model_name, 0.0))
     if fault:
         text = malform(output, schema, fault)
         try:

@@ -47,6 +47,9 @@ class ProviderFaults(BaseModel):
     #: With ``job_outcome: expired``, the share of lines finished before the window closed.
     expire_done_fraction: float = Field(0.5, ge=0, le=1)
     http_errors: list[HttpFault] = Field(default_factory=list)
+    #: Per model name, the share of enum answers (labels, categories) that are wrong: a weaker
+    #: model, for evaluations. Models not named answer as well as the keywords allow.
+    model_error_rates: dict[str, float] = Field(default_factory=dict)
 
 
 class BedrockFaults(ProviderFaults):

@@ -29,7 +29,37 @@ LEXICON: dict[str, tuple[str, ...]] = {
     "feedback": ("suggest", "feature", "would be nice", "love", "feedback", "idea"),
     "negative": ("angry", "terrible", "worst", "still", "unacceptable", "disappointed", "refund", "never", "broken"),
     "positive": ("thank", "thanks", "great", "love", "resolved", "perfect", "danke", "merci", "gracias"),
+    # document tagging
+    "contract": ("agreement", "terminate", "liability", "renew", "party", "parties", "clause"),
+    "help_article": ("getting started", "how to", "step", "click", "settings"),
+    "invoice": ("invoice", "vat", "amount due", "due date", "total"),
+    "pricing": ("price", "pricing", "fee"),
+    "termination": ("terminate", "termination", "notice period"),
+    "liability": ("liability", "liable", "indemn"),
+    "data_protection": ("personal data", "gdpr", "data protection", "privacy"),
+    "payment_terms": ("payment", "due date", "net 30"),
+    "renewal": ("renew", "renewal"),
+    "onboarding": ("getting started", "onboarding", "first steps"),
+    "troubleshooting": ("error", "troubleshoot", "not working", "fails"),
+    "account_management": ("password", "account", "login", "user"),
+    "refund": ("refund",),
+    "tax": ("vat", "tax"),
+    "shipping": ("delivery", "package", "parcel", "shipped", "tracking", "courier", "lieferung", "livraison", "envío",
+                 "shipping"),
+    # compliance review
+    "misleading_promise": ("guaranteed return", "guaranteed returns", "risk-free", "garantiert"),
+    "credential_sharing": ("password is", "passwort ist", "mot de passe est"),
+    "record_avoidance": ("off the record",),
+    "evidence_destruction": ("delete the emails", "delete the e-mails", "shred"),
+    "personal_data": ("@", "iban", "+44", "+49"),
+    # lead scoring
+    "hot": ("budget approved", "demo", "pricing", "urgent", "asap", "decision maker", "contract"),
+    "warm": ("interested", "webinar", "trial", "follow up", "next quarter"),
+    "cold": ("not interested", "student", "unsubscribe", "no budget"),
 }
+
+# What a compliance check would redact: e-mail addresses, phone numbers, IBANs.
+PII = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\+\d{1,3}(?:[ -]?\d{2,4}){2,4}|\b[A-Z]{2}\d{2}(?: ?[0-9A-Z]{4}){3,7}(?: ?[0-9A-Z]{1,3})?")
 
 _STOPWORDS = {
     "en": ("the", "and", "is", "my", "to", "you", "not", "with", "have"),
@@ -64,7 +94,8 @@ def detect_language(text: str) -> str:
 class Reading:
     """What the model takes from the user's message."""
 
-    def __init__(self, user_text: str):
+    def __init__(self, user_text: str, error_rate: float = 0.0):
+        self.error_rate = error_rate
         self.fields: dict[str, str] = {}
         for line in user_text.splitlines():
             m = _KEY_VALUE.match(line)
@@ -72,6 +103,8 @@ class Reading:
                 self.fields.setdefault(_norm(m.group(1)), m.group(2))
         block = re.search(r"<input>(.*)</input>", user_text, re.S)
         body = block.group(1) if block else user_text
+        # the input exactly as the source had it, for spans that point into it
+        self.raw = body[1:-1] if body.startswith("\n") and body.endswith("\n") else body
         lines = []
         for line in html.unescape(_TAG.sub(" ", body)).splitlines():
             m = _KEY_VALUE.match(line)
@@ -96,9 +129,10 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def answer(schema: dict[str, Any], user_text: str, key: str) -> dict[str, Any]:
-    """An object that validates against ``schema``, derived from ``user_text``."""
-    reading = Reading(user_text)
+def answer(schema: dict[str, Any], user_text: str, key: str, error_rate: float = 0.0) -> dict[str, Any]:
+    """An object that validates against ``schema``, derived from ``user_text``; ``error_rate``
+    is the share of enum picks that go to a wrong value (a weaker model, for evaluations)."""
+    reading = Reading(user_text, error_rate)
     value = _value(schema, "", reading, rng_for(key), schema)
     return value if isinstance(value, dict) else {"value": value}
 
@@ -131,9 +165,16 @@ def _value(schema: dict[str, Any], name: str, reading: Reading, rng: random.Rand
         wanted = props if schema.get("additionalProperties") is False else {
             k: v for k, v in props.items() if k in schema.get("required", props)
         }
-        return {k: _value(v, k, reading, rng, root) for k, v in wanted.items()}
+        out = {k: _value(v, k, reading, rng, root) for k, v in wanted.items()}
+        for k, v in wanted.items():  # a flag says whether anything was found
+            if "flag" in k and _resolve(v, root).get("type") == "boolean":
+                out[k] = any(isinstance(x, list) and x for x in out.values())
+        return out
     if kind == "array":
         items = schema.get("items", {"type": "string"})
+        found = _found_items(_resolve(items, root), schema, reading, rng, root)
+        if found is not None:
+            return found
         count = min(schema.get("maxItems", 3), max(schema.get("minItems", 0), rng.randint(0, 2)))
         if _resolve(items, root).get("type") == "string" and "enum" not in items:
             limit = min(items.get("maxLength", 120), 120)
@@ -160,14 +201,49 @@ def _string(schema: dict[str, Any], name: str, reading: Reading) -> str:
     return reading.excerpt(limit)
 
 
-def _choose(options: list[Any], reading: Reading, rng: random.Random) -> Any:
+def _scores(options: list[Any], reading: Reading) -> list[int]:
     text = reading.text.lower()
-    scores = [sum(text.count(w) for w in LEXICON.get(str(o), (str(o).lower(),))) for o in options]
+    return [sum(text.count(w) for w in LEXICON.get(str(o), (str(o).lower().replace("_", " "),))) for o in options]
+
+
+def _choose(options: list[Any], reading: Reading, rng: random.Random) -> Any:
+    scores = _scores(options, reading)
     best = max(scores)
     if best > 0:
-        return options[scores.index(best)]
-    neutral = [o for o in options if str(o) in ("neutral", "other", "none", "unknown")]
-    return neutral[0] if neutral else rng.choice(options)
+        pick = options[scores.index(best)]
+    else:
+        neutral = [o for o in options if str(o) in ("neutral", "other", "none", "unknown")]
+        pick = neutral[0] if neutral else rng.choice(options)
+    if len(options) > 1 and reading.error_rate and rng.random() < reading.error_rate:
+        pick = rng.choice([o for o in options if o != pick])
+    return pick
+
+
+def _found_items(items: dict[str, Any], schema: dict[str, Any], reading: Reading, rng: random.Random, root) -> list | None:
+    """Arrays whose items name what was found in the text: enum values (tags), objects with an
+    enum (one per kind found), spans (``start``/``end`` offsets into the input as given)."""
+    limit = schema.get("maxItems", 5)
+    props = items.get("properties", {})
+    if {"start", "end"} <= set(props):
+        spans = []
+        for m in PII.finditer(reading.raw):
+            span = {k: _value(v, k, reading, rng, root) for k, v in props.items()}
+            span.update(start=m.start(), end=m.end())
+            if "text" in props:
+                span["text"] = m.group(0)
+            spans.append(span)
+        return spans[:limit]
+    options = items.get("enum") or next((p["enum"] for p in props.values() if "enum" in p), None)
+    if not options:
+        return None
+    scores = _scores(options, reading)
+    hits = [o for score, o in sorted(zip(scores, options), key=lambda x: -x[0]) if score > 0][:limit]
+    if not hits and schema.get("minItems", 0) > 0:
+        hits = [_choose(options, reading, rng)]
+    if "enum" in items:
+        return hits
+    name = next(k for k, p in props.items() if "enum" in p)
+    return [{**{k: _value(v, k, reading, rng, root) for k, v in props.items() if k != name}, name: hit} for hit in hits]
 
 
 def dumps(obj: Any) -> str:

@@ -93,7 +93,7 @@ class OpenAIEmulator:
         prompt_text = "\n".join(str(m.get("content", "")) for m in messages)
         schema = (((body.get("response_format") or {}).get("json_schema")) or {}).get("schema")
         outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
-                              log=lambda k, f: self.state.log_fault("openai", k, f))
+                              log=lambda k, f: self.state.log_fault("openai", k, f), model_name=str(body.get("model", "")))
         message: dict[str, Any] = {"role": "assistant", "content": outcome.text, "refusal": None, "annotations": []}
         if outcome.refused:
             message["refusal"] = core.REFUSAL_TEXT

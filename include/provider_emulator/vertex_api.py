@@ -98,7 +98,7 @@ class VertexEmulator:
         config = request.get("generationConfig") or {}
         schema = config.get("responseJsonSchema") or (normalize_schema(config["responseSchema"]) if config.get("responseSchema") else None)
         outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
-                              log=lambda k, f: self.state.log_fault("vertex", k, f))
+                              log=lambda k, f: self.state.log_fault("vertex", k, f), model_name=model_name.rsplit("/", 1)[-1])
         if outcome.refused:
             candidate = {"index": 0, "finishReason": "SAFETY", "safetyRatings": [
                 {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]}

@@ -15,71 +15,113 @@ from batch_ai.localenv import REPO, airflow_env, dags_test, migrate
 PROVIDERS = ("openai", "anthropic", "vertex", "bedrock")
 
 
-def demo_faults(provider: str) -> dict:
-    """A realistic night: a few per-line errors and malformed answers, results out of order."""
+WORKLOADS = ("ticket_summaries", "document_tagging", "lead_scoring", "compliance_review", "model_evaluation")
+
+#: The evaluation's candidates answer enum questions wrong this often (the emulator's stand-in
+#: for weaker and stronger models).
+MODEL_ERROR_RATES = {"gpt-4o-mini": 0.06, "gpt-4.1-nano": 0.16, "claude-haiku-4-5": 0.03, "gemini-2.0-flash-001": 0.09}
+
+
+def demo_faults() -> dict:
+    """A realistic night on every provider: a few per-line errors, refusals and malformed
+    answers, results out of order."""
+    night = {
+        "seed": 11,
+        "shuffle": True,
+        "line_error_rate": 0.03,
+        "refusal_rate": 0.01,
+        "malformed": {"non_json": 0.01, "html": 0.01, "bad_enum": 0.01, "wrong_id": 0.005},
+        "model_error_rates": MODEL_ERROR_RATES,
+    }
+    return {p: dict(night) for p in PROVIDERS}
+
+
+def seed_all(data: Path, day: str, rows: int) -> dict[str, Path]:
+    """One day's source data for every workload, and the evaluation's labelled set."""
+    from sample_data import compliance, documents, eval_set, leads, tickets
+
     return {
-        provider: {
-            "seed": 11,
-            "shuffle": True,
-            "line_error_rate": 0.03,
-            "refusal_rate": 0.01,
-            "malformed": {"non_json": 0.01, "html": 0.01, "bad_enum": 0.01, "wrong_id": 0.005},
-        }
+        "ticket_summaries": tickets.write_day(data, day, count=rows),
+        "document_tagging": documents.write_day(data, day),
+        "lead_scoring": leads.write_day(data, day),
+        "compliance_review": compliance.write_day(data, day),
+        "model_evaluation": eval_set.write_prompt_set(data),
     }
 
 
 def cmd_demo(args) -> int:
     from provider_emulator.launcher import Emulator
-    from sample_data.tickets import write_day
 
     from batch_ai.ledger.store import Ledger
-    from batch_ai.report import dumps, format_report
+    from batch_ai.report import dumps, format_combined, format_report
 
     out = REPO / "demo-output"
     home = REPO / ".airflow"
     ledger_path = out / "batch_ai_ledger.sqlite"
-    for stale in (ledger_path, out / "data"):
+    # the ledger with its SQLite journal files: a journal left from another database breaks the new one
+    stale_ledger = [ledger_path, ledger_path.with_name(ledger_path.name + "-wal"), ledger_path.with_name(ledger_path.name + "-shm")]
+    for stale in (*stale_ledger, out / "data", out / "model_evaluation"):
         if stale.is_dir():
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
     out.mkdir(exist_ok=True)
-    data = write_day(out / "data", args.date, count=args.rows)
-    print(f"seeded {args.rows} ticket rows into {data.relative_to(REPO)}")
-    base_env = airflow_env(home, ledger_url=f"sqlite:///{ledger_path}", data_dir=out / "data",
-                           extra={"BATCH_AI_PROVIDER": args.provider})
+    workloads = [args.workload] if args.workload else list(WORKLOADS)
+    for name, path in seed_all(out / "data", args.date, args.rows).items():
+        if name in workloads:
+            print(f"seeded {name}: {path.relative_to(REPO)}")
+    extra = {"BATCH_AI_REPORT_DIR": str(out)}
+    if args.provider:
+        extra["BATCH_AI_PROVIDER"] = args.provider
+    base_env = airflow_env(home, ledger_url=f"sqlite:///{ledger_path}", data_dir=out / "data", extra=extra)
     print("preparing the Airflow metadata database in .airflow/ ...")
     migrate(base_env)
-    faults = json.loads(args.faults) if args.faults else demo_faults(args.provider)
+    faults = json.loads(args.faults) if args.faults else demo_faults()
+    failed = []
     with Emulator(faults, log_file=out / "emulator.log") as emu:
-        print(f"provider emulator listening on {emu.base_url}; the workload runs on {args.provider}")
+        print(f"provider emulator listening on {emu.base_url}" + (f"; every workload runs on {args.provider}" if args.provider else ""))
         env = {**base_env, **emu.airflow_env()}
-        started = time.monotonic()
-        print(f"running: airflow dags test {args.workload} {args.date}  (log: demo-output/{args.workload}.airflow.log)")
-        proc = dags_test(env, args.workload, args.date, out / f"{args.workload}.airflow.log")
-        elapsed = time.monotonic() - started
-    print(f"emulator stopped; the DAG run took {elapsed:.0f}s")
+        for name in workloads:
+            started = time.monotonic()
+            log = out / f"{name}.airflow.log"
+            print(f"running: airflow dags test {name} {args.date}  (log: demo-output/{log.name}) ...", end=" ", flush=True)
+            proc = dags_test(env, name, args.date, log)
+            print(f"{'done' if proc.returncode == 0 else 'FAILED'} in {time.monotonic() - started:.0f}s")
+            if proc.returncode != 0:
+                failed.append(name)
+                print("\n".join(log.read_text().splitlines()[-30:]), file=sys.stderr)
     ledger = Ledger.connect(f"sqlite:///{ledger_path}")
-    report = ledger.latest_report(args.workload)
-    if proc.returncode != 0 or report is None:
-        tail = (out / f"{args.workload}.airflow.log").read_text().splitlines()[-40:]
-        print("\n".join(tail), file=sys.stderr)
-        print(f"the DAG run failed (exit {proc.returncode}); full log in demo-output/{args.workload}.airflow.log", file=sys.stderr)
-        return 1
-    path = out / f"{args.workload}.json"
-    path.write_text(dumps(report) + "\n")
-    print()
-    print(format_report(report))
-    print(f"\nreport written to {path.relative_to(REPO)}")
-    waiting = ledger.review_counts().get(args.workload, 0)
+    reports = {}
+    for name in workloads:
+        report = ledger.latest_report(name)
+        if report is None:
+            failed.append(name)
+            continue
+        reports[name] = report
+        (out / f"{name}.json").write_text(dumps(report) + "\n")
+    if len(workloads) == 1 and reports:
+        only = next(iter(reports.values()))
+        print()
+        print(format_report(only) if "targets" not in only else format_combined({workloads[0]: only}))
+    else:
+        combined = format_combined(reports)
+        (out / "report.txt").write_text(combined + "\n")
+        print()
+        print(combined)
+        print(f"\nreports in demo-output/: report.txt (this), <workload>.json, model_evaluation/ (table and chart)")
+    waiting = ledger.review_counts()
     if waiting:
         url = f"sqlite:///{ledger_path.relative_to(REPO)}"
-        print(f"\n{waiting} record(s) wait in the review queue. Work them from the command line:\n"
+        print(f"\n{sum(waiting.values())} record(s) wait in the review queue "
+              f"({', '.join(f'{w} {n}' for w, n in waiting.items())}). Work them from the command line:\n"
               f"  export BATCH_AI_LEDGER_URL={url}\n"
               f"  .venv/bin/python -m batch_ai review list\n"
               f"  .venv/bin/python -m batch_ai review approve <id> --reviewer <your name>\n"
               f"or in the Airflow UI (Review queue): make ui")
-    return 0 if report["lost"] == 0 else 1
+    if failed:
+        print(f"\nfailed: {', '.join(sorted(set(failed)))} (logs in demo-output/)", file=sys.stderr)
+        return 1
+    return 0 if all(r.get("lost", 0) == 0 for r in reports.values()) else 1
 
 
 def cmd_report(args) -> int:
@@ -96,9 +138,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_seed(args) -> int:
-    from sample_data.tickets import write_day
-
-    print(write_day(Path(args.out), args.date, count=args.rows))
+    for path in seed_all(Path(args.out), args.date, args.rows).values():
+        print(path)
     return 0
 
 
@@ -210,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_ai")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report")
-    demo.add_argument("--workload", default="ticket_summaries")
-    demo.add_argument("--provider", choices=PROVIDERS, default="openai",
-                      help="run the workload on this provider (through the emulator)")
+    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all five)")
+    demo.add_argument("--provider", choices=PROVIDERS, default=None,
+                      help="run every workload on this provider (default: each workload's own)")
     demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
     demo.add_argument("--rows", type=int, default=300)
     demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")
@@ -222,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
-    seed = sub.add_parser("seed", help="write one day of demo tickets")
+    seed = sub.add_parser("seed", help="write one day of demo data for every workload")
     seed.add_argument("--out", required=True)
     seed.add_argument("--date", default="2026-11-25")
     seed.add_argument("--rows", type=int, default=300)

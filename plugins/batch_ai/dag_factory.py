@@ -15,9 +15,11 @@ from __future__ import annotations
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task_group
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from batch_ai.deadlines import deadline_alert
 from batch_ai.operators import job_operators
 from batch_ai.operators.stages import (
     CollectOperator,
+    EvaluateOperator,
     ExtractOperator,
     PlanJobsOperator,
     PublishOperator,
@@ -84,10 +86,51 @@ def approval_task(s):
     )
 
 
+def run_chain(name: str, s, target: str | None = None):
+    """One run's tasks for one provider: extract ... report. Returns the report task."""
+    submit_cls, wait_cls = job_operators(s.provider.name)
+    kw = {"workload": name, "target": target}
+    extract = ExtractOperator(task_id="extract", **kw)
+    sample = SampleOperator(task_id="sample", **kw)
+    plan = PlanJobsOperator(task_id="plan", **kw)
+
+    def jobs(tokens):
+        @task_group(group_id="job")
+        def job(token):
+            submit = submit_cls(task_id="submit", token=token, **kw)
+            wait = wait_cls(task_id="wait", token=token, **kw)
+            collect = CollectOperator(task_id="collect", token=token, **kw)
+            submit >> wait >> collect
+
+        return job.expand(token=tokens)
+
+    extract >> sample >> plan
+    last = jobs(plan.output)
+    # none_failed throughout: a round with nothing to do is skipped, and what follows still runs
+    for round_no in range(1, s.retry.rounds + 1):
+        with TaskGroup(group_id=f"retry_{round_no}"):
+            requeue = RetryRoundOperator(task_id="requeue", round_no=round_no, trigger_rule="none_failed", **kw)
+            round_plan = PlanJobsOperator(task_id="plan", round_no=round_no, **kw)
+            last >> requeue >> round_plan
+            last = jobs(round_plan.output)
+    review = RetryRoundOperator(task_id="review", round_no=s.retry.rounds + 1, final=True, trigger_rule="none_failed", **kw)
+    gate = QualityGateOperator(task_id="quality_gate", trigger_rule="none_failed", **kw)
+    # downstream DAGs (a dashboard refresh) can be scheduled on this asset
+    published = Asset(name=f"{s.name}.{s.sink.name}", uri=f"batch-ai://{s.name}/{s.sink.name}")
+    publish = PublishOperator(task_id="publish", trigger_rule="none_failed", outlets=[published], **kw)
+    report = ReportOperator(task_id="report", trigger_rule="none_failed", **kw)
+    last >> review >> gate
+    if s.quality_gate.human_approval:
+        gate >> approval_task(s) >> publish
+    else:
+        gate >> publish
+    publish >> report
+    return report
+
+
 def build_dag(name: str) -> DAG:
     w = load_workload(name)
     s = w.spec
-    submit_cls, wait_cls = job_operators(s.provider.name)
     schedule = CronDataIntervalTimetable(s.schedule, timezone="UTC") if s.schedule else None
     with DAG(
         dag_id=s.name,
@@ -101,41 +144,16 @@ def build_dag(name: str) -> DAG:
         max_active_runs=1,
         tags=["batch-ai", s.provider.name, *s.tags],
         params=run_params(s.prompt.version, s.output_schema.version),
+        **({"deadline": alert} if (alert := deadline_alert(s)) else {}),
     ) as dag:
-        extract = ExtractOperator(task_id="extract", workload=name)
-        sample = SampleOperator(task_id="sample", workload=name)
-        plan = PlanJobsOperator(task_id="plan", workload=name)
-
-        def jobs(tokens):
-            @task_group(group_id="job")
-            def job(token):
-                submit = submit_cls(task_id="submit", workload=name, token=token)
-                wait = wait_cls(task_id="wait", workload=name, token=token)
-                collect = CollectOperator(task_id="collect", workload=name, token=token)
-                submit >> wait >> collect
-
-            return job.expand(token=tokens)
-
-        extract >> sample >> plan
-        last = jobs(plan.output)
-        # none_failed throughout: a round with nothing to do is skipped, and what follows still runs
-        for round_no in range(1, s.retry.rounds + 1):
-            with TaskGroup(group_id=f"retry_{round_no}"):
-                requeue = RetryRoundOperator(task_id="requeue", workload=name, round_no=round_no, trigger_rule="none_failed")
-                round_plan = PlanJobsOperator(task_id="plan", workload=name)
-                last >> requeue >> round_plan
-                last = jobs(round_plan.output)
-        review = RetryRoundOperator(task_id="review", workload=name, round_no=s.retry.rounds + 1, final=True,
-                                    trigger_rule="none_failed")
-        gate = QualityGateOperator(task_id="quality_gate", workload=name, trigger_rule="none_failed")
-        # downstream DAGs (a dashboard refresh) can be scheduled on this asset
-        published = Asset(name=f"{s.name}.{s.sink.name}", uri=f"batch-ai://{s.name}/{s.sink.name}")
-        publish = PublishOperator(task_id="publish", workload=name, trigger_rule="none_failed", outlets=[published])
-        report = ReportOperator(task_id="report", workload=name, trigger_rule="none_failed")
-        last >> review >> gate
-        if s.quality_gate.human_approval:
-            gate >> approval_task(s) >> publish
+        if s.evaluation:
+            # the same items through each provider/model, then one evaluation against the labels
+            ends = []
+            for target in s.evaluation.targets:
+                with TaskGroup(group_id=target.slug):
+                    ends.append(run_chain(name, s.model_copy(update={"provider": target.provider_spec(s.provider)}),
+                                          target=target.key))
+            ends >> EvaluateOperator(task_id="evaluate", workload=name, trigger_rule="all_done")
         else:
-            gate >> publish
-        publish >> report
+            run_chain(name, s)
     return dag

@@ -27,6 +27,7 @@ def airflow_env(home: Path, *, ledger_url: str, data_dir: Path, extra: dict[str,
             "BATCH_AI_LEDGER_URL": ledger_url,
             "BATCH_AI_DATA_DIR": str(data_dir),
             "BATCH_AI_MAX_WAIT_SECONDS": "1",  # the emulator finishes jobs in seconds
+            "BATCH_AI_DEADLINE_ALERTS": "off",  # see batch_ai.deadlines.SWITCH
             "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")]),
         }
     )

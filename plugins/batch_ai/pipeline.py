@@ -320,7 +320,7 @@ def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) ->
             tally["error"] += 1
             log.info("sample %s: %s: %s", rec.source_id, result.error_kind, result.error_message)
         else:
-            verdict = validator.validate(result.output_text, rec.source_id)
+            verdict = validator.validate(result.output_text, rec.source_id, rec.input)
             tally["valid" if verdict.ok else "invalid"] += 1
             log.info("sample %s: %s", rec.source_id, "valid" if verdict.ok else "; ".join(verdict.errors))
     n = len(picked)
@@ -340,8 +340,16 @@ def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) ->
         "batch_forecast_usd": round(forecast, 6),
         "prices_as_of": caps.prices_as_of,
     }
+    budget = w.spec.budget.max_batch_usd
+    summary["budget_usd"] = budget
     ledger.set_run_detail(w.name, run.run_id, "sample", summary)
     log.info("sample %s: %s", w.name, json.dumps(summary))
+    if budget is not None and forecast > budget:
+        raise StageError(
+            f"the batch cost forecast ${forecast:.4f} for {len(queued)} queued record(s) (from a sample of {n}, "
+            f"prices as of {caps.prices_as_of}) is over the budget of ${budget:.4f} in {w.path.name}; nothing was "
+            f"submitted. Raise budget.max_batch_usd, or run part of the work with the record_limit param."
+        )
     problems = []
     if summary["valid_rate"] < cfg.min_valid_rate:
         problems.append(f"schema-valid rate {summary['valid_rate']:.0%} is below {cfg.min_valid_rate:.0%}")
@@ -396,7 +404,7 @@ def split_into_jobs(sizes: list[int], max_requests: int, max_bytes: int, min_req
     return groups
 
 
-def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> list[str]:
+def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo, round_no: int = 0) -> list[str]:
     """Split queued records into provider jobs within the limits; write each job's intent.
 
     Returns the submission tokens of this run's batch jobs not collected yet (a re-run of the
@@ -433,7 +441,8 @@ def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> l
         outcome["jobs"] = len(groups)
         return [(_token(w, run, n), [records[i].id for i in g]) for n, g in enumerate(groups, start=first)]
 
-    for token, size in ledger.plan_jobs(key, w.spec.provider.name, run.run_id, make_jobs, limit=run.params.record_limit):
+    for token, size in ledger.plan_jobs(key, w.spec.provider.name, run.run_id, make_jobs, limit=run.params.record_limit,
+                                        details={"round": round_no}):
         log.info("planned job %s with %d records", token, size)
     if "realtime" in outcome:
         log.warning("%s: sending them through real-time calls (provider.below_minimum: realtime)", outcome["below"])
@@ -563,6 +572,8 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
     job = ledger.job(token)
     if not job.provider_job_id:
         return {"token": token, "skipped": "never submitted"}
+    if (job.details or {}).get("deadline_fallback"):
+        return {"token": token, "skipped": "answered by real-time calls after the deadline; the job was cancelled"}
     info = adapter.get_job(job.provider_job_id)
     if not info.terminal:
         raise StageError(f"job {token} ({info.provider_job_id}) is still {info.raw_status}; collect runs after the wait")
@@ -572,6 +583,66 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
         adapter.cleanup(info)
     summary = {"token": token, "provider_job_id": info.provider_job_id, "status": str(info.status), **summary}
     log.info("collect %s: %s", token, json.dumps(summary))
+    return summary
+
+
+def deadline_at(w: Workload, ledger: Ledger, run: RunInfo) -> datetime | None:
+    """When the run's results are due: ``deadline.hours`` after the run started (in the ledger)."""
+    if w.spec.deadline is None:
+        return None
+    from sqlalchemy import select
+
+    from batch_ai.ledger import tables as t
+
+    with ledger.engine.connect() as conn:
+        started = conn.scalar(select(t.runs.c.started_at).where(t.runs.c.workload == w.name, t.runs.c.run_id == run.run_id))
+    started = started or utcnow()
+    started = started if started.tzinfo else started.replace(tzinfo=timezone.utc)
+    return started + timedelta(hours=w.spec.deadline.hours)
+
+
+def deadline_fallback(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run: RunInfo, due: datetime) -> dict[str, Any]:
+    """The deadline passed with the job unfinished: cancel it and answer its records through
+    real-time calls (at full price, at most ``deadline.realtime_per_minute``). A result the
+    cancelled job still delivers later is ignored: its record is no longer ``submitted``."""
+    import time
+
+    job = ledger.job(token)
+    records = ledger.job_records(job.id, State.SUBMITTED)
+    cancelled = True
+    try:
+        adapter.cancel(job.provider_job_id)
+    except Exception as exc:  # noqa: BLE001 - the real-time answers matter more than the cancel
+        cancelled = False
+        log.warning("could not cancel job %s (%s): %s; its results will be ignored", token, job.provider_job_id, exc)
+    gap = 60.0 / w.spec.deadline.realtime_per_minute
+    options = request_options(w)
+
+    def answers():
+        last = None
+        for rec in records:
+            if last is not None:
+                time.sleep(max(0.0, last + gap - time.monotonic()))
+            last = time.monotonic()
+            yield adapter.realtime(rec.custom_id, prompt_for(w, rec.input), options)
+
+    ledger.update_job(job.id, details={**(job.details or {}), "deadline_fallback": True})
+    info = JobInfo(job.provider_job_id, JobStatus.COMPLETED, "answered in real time after the deadline", {"total": len(records)})
+    before = ledger.job(token).cost_usd or 0.0
+    tally = _apply_results(w, ledger, ledger.job(token), answers(), info, run, discount=1.0)
+    after = ledger.job(token)
+    paid = (after.cost_usd or 0.0) - before
+    ledger.update_job(job.id, status="cancelled" if cancelled else after.status,
+                      details={**(after.details or {}), "realtime_cost_usd": paid})
+    summary = {"deadline_at": due.isoformat(timespec="seconds"), "records": len(records),
+               "cancelled": [job.provider_job_id] if cancelled else [], "realtime_cost_usd": round(paid, 6), **tally}
+    earlier = ledger.run_details(w.name, run.run_id).get("deadline")
+    if earlier:  # another job of the run missed it too
+        summary = {**summary, "records": earlier["records"] + len(records), "cancelled": earlier["cancelled"] + summary["cancelled"],
+                   "realtime_cost_usd": round(earlier["realtime_cost_usd"] + paid, 6)}
+    ledger.set_run_detail(w.name, run.run_id, "deadline", summary)
+    log.warning("deadline %s missed: job %s %s; %d record(s) answered through real-time calls: %s", due.isoformat(),
+                job.provider_job_id, "cancelled" if cancelled else "not cancelled", len(records), json.dumps(tally))
     return summary
 
 
@@ -598,7 +669,7 @@ def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run
     seen: set[str] = set()
     pending: list[Change] = []
     tokens_in = tokens_out = 0
-    cost = 0.0
+    cost = repeat_cost = 0.0
 
     def flush() -> None:
         ledger.transition(pending, actor=ACTOR, run_id=run.run_id, job_id=job.id)
@@ -622,7 +693,9 @@ def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run
         tokens_out += result.output_tokens
         line_cost = price.cost(result.input_tokens, result.output_tokens, discount)
         cost += line_cost
-        change = _change_for(w, rec, result, validator, line_cost)
+        if rec.attempts > 1:  # a retry, or a rerun asked for by a backfill
+            repeat_cost += line_cost
+        change = _change_for(w, rec, result, validator, (rec.cost_usd or 0.0) + line_cost)
         tally[str(change.to)] += 1
         pending.append(change)
         if len(pending) >= 1000:
@@ -640,8 +713,10 @@ def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run
         tally[f"missing:{kind}"] += len(missing)
         tally[str(State.PROVIDER_ERROR)] += len(missing)
     flush()
+    details = job.details or {}
     ledger.add_job_usage(job.id, status=str(info.status),
-                         details={**(job.details or {}), **info.details, "counts": info.counts, "error": info.error},
+                         details={**details, **info.details, "counts": info.counts, "error": info.error,
+                                  "repeat_cost_usd": details.get("repeat_cost_usd", 0.0) + repeat_cost},
                          input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost)
     return dict(tally)
 
@@ -659,8 +734,8 @@ def review_reason(w: Workload, custom_id: str, output: dict[str, Any]) -> str | 
     return None
 
 
-def _change_for(w: Workload, rec, result, validator: OutputValidator, line_cost: float) -> Change:
-    usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": line_cost,
+def _change_for(w: Workload, rec, result, validator: OutputValidator, total_cost: float) -> Change:
+    usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": total_cost,
              "completed_at": utcnow()}
     if not result.answered:
         return Change(rec.id, State.PROVIDER_ERROR, result.error_message, {
@@ -672,7 +747,7 @@ def _change_for(w: Workload, rec, result, validator: OutputValidator, line_cost:
             **usage, "output": None, "error_kind": str(ErrorKind.REFUSAL), "error_message": f"refused: {result.refusal}"[:2000],
             "validation_errors": ["refusal"],
         })
-    verdict = validator.validate(result.output_text, rec.source_id)
+    verdict = validator.validate(result.output_text, rec.source_id, rec.input)
     if verdict.ok:
         why = review_reason(w, rec.custom_id, verdict.output)
         return Change(rec.id, State.REVIEW_REQUIRED if why else State.COMPLETED, why or "valid output", {

@@ -20,7 +20,13 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
     tokens_in = sum(j.input_tokens or 0 for j in jobs)
     tokens_out = sum(j.output_tokens or 0 for j in jobs)
     batch_cost = sum(j.cost_usd or 0.0 for j in jobs)
-    realtime_equivalent = batch_cost / pcaps.batch_discount if pcaps.batch_discount else batch_cost
+    # real-time calls (below a minimum, or after a missed deadline) were paid at the full price
+    realtime_paid = sum(j.cost_usd or 0.0 for j in jobs if (j.provider_job_id or "").startswith("realtime:"))
+    realtime_paid += sum((j.details or {}).get("realtime_cost_usd", 0.0) for j in jobs)
+    discounted = batch_cost - realtime_paid
+    realtime_equivalent = realtime_paid + (discounted / pcaps.batch_discount if pcaps.batch_discount else discounted)
+    retries = sum(j.cost_usd or 0.0 for j in jobs if (j.details or {}).get("round", 0) > 0)
+    reruns = sum((j.details or {}).get("repeat_cost_usd", 0.0) for j in jobs if (j.details or {}).get("round", 0) == 0)
     sample = details.get("sample", {})
     return {
         "workload": w.name,
@@ -52,12 +58,17 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
         "publish": details.get("publish"),
         "sample": sample,
         "held": details.get("held"),
+        "deadline": details.get("deadline"),
+        "budget_usd": w.spec.budget.max_batch_usd,
         "quality_gate": details.get("gate"),
         "tokens": {"input": tokens_in, "output": tokens_out},
         "cost": {
             "batch_usd": round(batch_cost, 6),
             "realtime_equivalent_usd": round(realtime_equivalent, 6),
             "savings_usd": round(realtime_equivalent - batch_cost, 6),
+            "retries_usd": round(retries, 6),  # the retry rounds' jobs
+            "reruns_usd": round(reruns, 6),  # later attempts of records a backfill (or an earlier run) sent again
+            "realtime_paid_usd": round(realtime_paid, 6),
             "sample_usd": sample.get("cost_usd", 0.0),
             "batch_discount": pcaps.batch_discount,
             "prices_as_of": caps.prices_as_of,
@@ -100,12 +111,24 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  held for a later run: {report['held']['reason']}")
     for job in report["jobs"]:
         lines.append(f"  job {job['provider_job_id'] or '-'}  {job['status']:<10} {job['records']} records  ({job['token']})")
+    if report.get("deadline"):
+        d = report["deadline"]
+        lines.append(f"  deadline missed ({d['deadline_at']}): {d['records']} record(s) sent through real-time calls, "
+                     f"job(s) {', '.join(d['cancelled'])} cancelled")
     c, tk = report["cost"], report["tokens"]
     lines.append(
         f"  tokens in {tk['input']}  out {tk['output']}   batch ${c['batch_usd']:.4f}"
         f"  (real-time ${c['realtime_equivalent_usd']:.4f}, saved ${c['savings_usd']:.4f}; sample ${c['sample_usd']:.4f})"
         f"   prices as of {c['prices_as_of']}"
     )
+    extra = [f"retries ${c['retries_usd']:.4f}" if c.get("retries_usd") else "",
+             f"reruns ${c['reruns_usd']:.4f}" if c.get("reruns_usd") else "",
+             f"real-time calls ${c['realtime_paid_usd']:.4f}" if c.get("realtime_paid_usd") else ""]
+    if any(extra):
+        lines.append("  of the batch cost: " + ", ".join(e for e in extra if e))
+    if report.get("budget_usd"):
+        lines.append(f"  budget ${report['budget_usd']:.4f}; the sample forecast "
+                     f"${report['sample'].get('batch_forecast_usd', 0):.4f}")
     return "\n".join(lines)
 
 
@@ -125,6 +148,45 @@ def format_dry_run(forecast: dict[str, Any]) -> str:
         f"  estimated cost: batch ${f['batch_cost_usd']:.4f}  (real-time ${f['realtime_cost_usd']:.4f})   "
         f"prices as of {f['prices_as_of']}",
     ])
+
+
+def format_combined(reports: dict[str, dict[str, Any]]) -> str:
+    """One table over the night's workloads: where every row went, and what it cost."""
+    head = (f"{'workload':<18} {'rows':>5} {'published':>9} {'review':>6} {'invalid':>7} {'error':>5} {'dead':>4} "
+            f"{'dup':>4} {'lost':>4} {'batch $':>8} {'real-time $':>11} {'saved $':>8}")
+    rule = "-" * len(head)
+    lines = ["batch-ai night: " + ", ".join(reports), head, rule]
+    batch = realtime = 0.0
+    evaluation = None
+    for name, r in reports.items():
+        if "targets" in r:  # the model evaluation: scored in its own table below
+            evaluation = r
+            continue
+        st, c = r["states"], r["cost"]
+        batch += c["batch_usd"]
+        realtime += c["realtime_equivalent_usd"]
+        lines.append(
+            f"{name:<18} {r['extracted']:>5} {st['published']:>9} {st['review_required']:>6} {st['invalid_output']:>7} "
+            f"{st['provider_error']:>5} {st['dead_letter']:>4} {st['duplicate']:>4} {r['lost']:>4} {c['batch_usd']:>8.4f} "
+            f"{c['realtime_equivalent_usd']:>11.4f} {c['savings_usd']:>8.4f}"
+        )
+    if evaluation:
+        caps = capabilities()
+        cost = sum(t["cost_usd"] for t in evaluation["targets"])
+        equivalent = sum(t["cost_usd"] / caps.provider(t["provider"]).batch_discount for t in evaluation["targets"])
+        items = sum(t["items"] for t in evaluation["targets"])
+        batch += cost
+        realtime += equivalent
+        lines.append(f"{'model_evaluation':<18} {items:>5} {'(scored below)':>33} {'':>9} {cost:>8.4f} {equivalent:>11.4f} "
+                     f"{equivalent - cost:>8.4f}")
+    lines += [rule, f"{'total':<18} {'':>49} {batch:>8.4f} {realtime:>11.4f} {realtime - batch:>8.4f}"]
+    lines.append(f"batch prices as of {capabilities().prices_as_of}; real-time $ is what the same tokens cost without "
+                 f"the batch discount")
+    if evaluation:
+        from batch_ai.evaluation import format_table
+
+        lines += ["", format_table(evaluation)]
+    return "\n".join(lines)
 
 
 def dumps(report: dict[str, Any]) -> str:

@@ -76,12 +76,21 @@ class SampleSpec(_Strict):
     max_input_tokens: int = Field(8000, gt=0)
 
 
+class SpanRule(_Strict):
+    """Output ``field`` is a list of ``{start, end[, text]}`` offsets into the input's
+    ``source_field``; each must lie inside it (and quote it exactly, when it quotes)."""
+
+    field: str
+    source_field: str
+
+
 class ValidationSpec(_Strict):
     required: list[str] = Field(default_factory=list)
     enums: dict[str, list[str]] = Field(default_factory=dict)
     max_length: dict[str, int] = Field(default_factory=dict)
     no_html: bool = True
     echo_id_field: str | None = None
+    spans: list[SpanRule] = Field(default_factory=list)
 
 
 class BatchingSpec(_Strict):
@@ -109,6 +118,24 @@ class QualityGateSpec(_Strict):
     #: showing the counts and a sample; without an answer in time, nothing is published.
     human_approval: bool = False
     approval_timeout_hours: float = Field(12.0, gt=0)
+
+
+class BudgetSpec(_Strict):
+    """The sample step forecasts the run's batch cost; over ``max_batch_usd`` the run stops
+    before anything is submitted."""
+
+    max_batch_usd: float | None = Field(None, gt=0)
+
+
+class DeadlineSpec(_Strict):
+    """When the results are needed: ``hours`` after the run was queued (for a nightly run, just
+    after its data interval ends). A miss fires Airflow's deadline alert; with ``on_miss:
+    realtime`` the records still in a batch job are sent through real-time calls (at most
+    ``realtime_per_minute``) and the batch job is cancelled."""
+
+    hours: float = Field(gt=0)
+    on_miss: Literal["alert", "realtime"] = "alert"
+    realtime_per_minute: float = Field(60.0, gt=0)
 
 
 class ReviewRule(_Strict):
@@ -159,6 +186,36 @@ class ReviewSpec(_Strict):
     rules: list[ReviewRule] = Field(default_factory=list)
 
 
+class TargetSpec(_Strict):
+    """One provider/model pair an evaluation runs the prompt set through."""
+
+    provider: str
+    model: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_]+", "_", f"{self.provider}__{self.model}").strip("_")[:200]
+
+    def provider_spec(self, base: ProviderSpec) -> ProviderSpec:
+        """The workload's provider settings for this target (its own connection, region, model)."""
+        caps = capabilities().provider(self.provider)
+        keep = base.model_dump(exclude={"name", "model", "conn_id", "region", "staging_uri", "role_arn"})
+        return ProviderSpec(**keep, name=self.provider, model=self.model, region=caps.default_region)
+
+
+class EvaluationSpec(_Strict):
+    """A model evaluation: the same labelled prompt set through each target in one run, scored
+    against the labels (``label_field`` of the input against ``output_field`` of the answer)."""
+
+    targets: list[TargetSpec] = Field(min_length=1)
+    label_field: str
+    output_field: str
+
+
 class SinkSpec(_Strict):
     """Where published records go: a table in the ledger database (``sql_table``) or files on
     Airflow object storage (``files``: one Parquet or JSONL file per publish)."""
@@ -199,12 +256,32 @@ class WorkloadSpec(_Strict):
     retry: RetrySpec = RetrySpec()
     quality_gate: QualityGateSpec = QualityGateSpec()
     review: ReviewSpec = ReviewSpec()
+    budget: BudgetSpec = BudgetSpec()
+    deadline: DeadlineSpec | None = None
+    evaluation: EvaluationSpec | None = None
     sink: SinkSpec
 
     @field_validator("start_date")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
         return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+    @model_validator(mode="after")
+    def _targets_offer_batch(self) -> WorkloadSpec:
+        if self.evaluation:
+            keys = [t.key for t in self.evaluation.targets]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"evaluation.targets has a pair twice: {keys}")
+            for t in self.evaluation.targets:
+                caps = capabilities().provider(t.provider)
+                capabilities().check_batch_model(t.provider, t.model, caps.default_region)
+        return self
+
+    @model_validator(mode="after")
+    def _budget_needs_a_sample(self) -> WorkloadSpec:
+        if self.budget.max_batch_usd is not None and self.sample.size == 0:
+            raise ValueError("budget.max_batch_usd needs sample.size > 0: the forecast comes from the sample")
+        return self
 
     @model_validator(mode="after")
     def _provider_supports_batch(self) -> WorkloadSpec:
@@ -264,6 +341,16 @@ class Workload:
             return self
         return Workload(s.model_copy(update=update), self.path, self.root)
 
+    def with_target(self, target: str | None) -> Workload:
+        """This workload on one evaluation target (``provider:model``)."""
+        if not target:
+            return self
+        s = self.spec
+        match = next((t for t in (s.evaluation.targets if s.evaluation else []) if t.key == target), None)
+        if match is None:
+            raise WorkloadError(self.path, f"{target} is not one of the evaluation targets")
+        return Workload(s.model_copy(update={"provider": match.provider_spec(s.provider)}), self.path, self.root)
+
     # identity -------------------------------------------------------------------------
     @property
     def name(self) -> str:
@@ -303,7 +390,9 @@ class Workload:
         props = self.output_schema.get("properties", {})
         v = self.spec.validation
         named = set(v.required) | set(v.enums) | set(v.max_length) | set(self.spec.sink.columns)
-        named |= {r.field for r in self.spec.review.rules}
+        named |= {r.field for r in self.spec.review.rules} | {r.field for r in v.spans}
+        if self.spec.evaluation:
+            named.add(self.spec.evaluation.output_field)
         if v.echo_id_field:
             named.add(v.echo_id_field)
         unknown = sorted(n for n in named if n not in props)

@@ -466,6 +466,7 @@ class Ledger:
         make_jobs: Callable[[list[Any]], list[tuple[str, list[int]]]],
         *,
         limit: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> list[tuple[str, int]]:
         """Claim the queued records no live run has planned, and write the jobs ``make_jobs``
         groups them into (status ``planned``), before any paid call. Returns (token, size) pairs.
@@ -498,7 +499,7 @@ class Ledger:
                 job_id = conn.execute(
                     insert(t.jobs)
                     .values(token=token, workload=key.workload, run_id=run_id, provider=provider, model=key.model,
-                            status="planned", record_count=len(record_ids), created_at=now)
+                            status="planned", record_count=len(record_ids), created_at=now, details=details)
                     .returning(jc.id)
                 ).scalar_one()
                 for chunk in chunks(list(record_ids)):
@@ -530,7 +531,7 @@ class Ledger:
 
     def job_records(self, job_id: int, state: State | None = None) -> list[Any]:
         rc = t.records.c
-        q = select(rc.id, rc.source_id, rc.input, rc.attempts, rc.custom_id, rc.state).where(rc.job_id == job_id)
+        q = select(rc.id, rc.source_id, rc.input, rc.attempts, rc.custom_id, rc.state, rc.cost_usd).where(rc.job_id == job_id)
         if state is not None:
             q = q.where(rc.state == state)
         with self.engine.connect() as conn:
@@ -563,10 +564,11 @@ class Ledger:
         """Record the provider's job id and move the job's queued records to ``submitted``."""
         now = utcnow()
         with self.engine.begin() as conn:
+            planned = conn.scalar(select(t.jobs.c.details).where(t.jobs.c.id == job_id)) or {}
             conn.execute(
                 update(t.jobs)
                 .where(t.jobs.c.id == job_id)
-                .values(provider_job_id=provider_job_id, status="submitted", submitted_at=now, details=details)
+                .values(provider_job_id=provider_job_id, status="submitted", submitted_at=now, details={**planned, **details})
             )
             attempts = dict(
                 conn.execute(
@@ -681,6 +683,15 @@ class Ledger:
             "error_kinds": errors,
             "retried": retried,
         }
+
+    def run_records(self, workload: str, run_id: str) -> list[Any]:
+        """The records a run's rows made (duplicates counted once), in row order."""
+        ic = t.intake.c
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(t.records).select_from(t.intake.join(t.records, ic.record_id == t.records.c.id))
+                .where(ic.workload == workload, ic.run_id == run_id, ic.disposition == "record").order_by(ic.row_number)
+            ))
 
     def run_examples(self, workload: str, run_id: str, states: Sequence[State], per_state: int = 3) -> dict[str, list[dict]]:
         """A few records of the run in each of ``states``, with why they are there."""

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue
+from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from batch_ai import pipeline
@@ -24,14 +25,46 @@ def max_wait() -> float:
     return float(os.environ.get("BATCH_AI_MAX_WAIT_SECONDS", "inf"))
 
 
+class ProviderCallRetryPolicy(RetryPolicy):
+    """Airflow's retry policy for tasks that call a provider.
+
+    A network failure or a server error is retried (the SDKs have retried already), a rate
+    limit after a longer pause; a mistake of ours or of the configuration (a stage error, an
+    illegal transition, a refused credential) fails at once instead of burning the retries.
+    Exceptions are matched by class name along their hierarchy, so the policy imports no SDK
+    when the DAG is parsed.
+    """
+
+    FAIL = frozenset({"StageError", "IllegalTransition", "AuthenticationError", "PermissionDeniedError",
+                      "WorkloadError", "NoCredentialsError"})
+    RATE_LIMITED = frozenset({"RateLimitError", "ThrottlingException", "TooManyRequests", "ResourceExhausted"})
+    TRANSIENT = frozenset({"ConnectionError", "TimeoutError", "TransportError", "APIConnectionError", "APITimeoutError",
+                           "InternalServerError", "EndpointConnectionError", "ServiceUnavailable", "InternalServerError"})
+
+    def evaluate(self, exception, try_number, max_tries, context=None) -> RetryDecision:
+        names = {c.__name__ for c in type(exception).__mro__}
+        if names & self.FAIL:
+            return RetryDecision.fail(f"{type(exception).__name__} is not fixed by a retry")
+        if names & self.RATE_LIMITED:
+            return RetryDecision.retry(timedelta(minutes=2), "rate limited: waiting longer before the retry")
+        if names & self.TRANSIENT:
+            return RetryDecision.retry(reason=f"the provider or the network failed ({type(exception).__name__})")
+        return RetryDecision.default()
+
+
+def provider_call_retry_policy() -> ProviderCallRetryPolicy:
+    return ProviderCallRetryPolicy()
+
+
 class WorkloadMixin:
     """What every stage needs: the workload spec, the ledger, the adapter, the run."""
 
     workload: str
+    target: str | None = None  # an evaluation's provider:model
 
     @functools.cached_property
     def wl(self) -> Workload:
-        return load_workload(self.workload)
+        return load_workload(self.workload).with_target(self.target)
 
     @functools.cached_property
     def ledger(self) -> Ledger:
@@ -45,13 +78,15 @@ class WorkloadMixin:
         """The run and its params (a backfill's version override applies to ``self.wl`` from here on)."""
         try:
             params = pipeline.RunParams.from_params(context.get("params"))
-            self.wl = load_workload(self.workload).with_versions(params.prompt_version, params.schema_version)
+            self.wl = load_workload(self.workload).with_target(self.target).with_versions(params.prompt_version,
+                                                                                           params.schema_version)
         except (pipeline.StageError, ValueError) as exc:
             raise AirflowException(str(exc)) from None
         if skip_in_dry_run and params.dry_run:
             raise AirflowSkipException("dry run: nothing is changed or submitted")
         return pipeline.RunInfo(
-            run_id=context["run_id"],
+            # an evaluation keeps each target's run apart in the ledger
+            run_id=context["run_id"] + (f"#{self.target}" if self.target else ""),
             ds=context["ds"],
             data_interval_start=context.get("data_interval_start"),
             data_interval_end=context.get("data_interval_end"),
@@ -63,9 +98,10 @@ class WorkloadOperator(WorkloadMixin, BaseOperator):
     template_fields: Sequence[str] = ("workload",)
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, workload: str, **kwargs):
+    def __init__(self, *, workload: str, target: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.workload = workload
+        self.target = target
 
 
 class ExtractOperator(WorkloadOperator):
@@ -95,9 +131,13 @@ class SampleOperator(WorkloadOperator):
 class PlanJobsOperator(WorkloadOperator):
     """Split queued records into provider jobs within the limits; returns one token per job."""
 
+    def __init__(self, *, round_no: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.round_no = round_no  # 0: the run's first pass; n: retry round n
+
     def execute(self, context) -> list[str]:
         run = self.run_info(context, skip_in_dry_run=True)
-        return pipeline.plan(self.wl, self.ledger, self.adapter, run)
+        return pipeline.plan(self.wl, self.ledger, self.adapter, run, self.round_no)
 
 
 class _JobOperatorMixin:
@@ -123,6 +163,7 @@ class BatchSubmitOperator(_JobOperatorMixin, WorkloadOperator):
         kwargs.setdefault("retries", 2)
         kwargs.setdefault("retry_delay", timedelta(seconds=30))
         kwargs.setdefault("retry_exponential_backoff", True)
+        kwargs.setdefault("retry_policy", provider_call_retry_policy())
         super().__init__(**kwargs)
         self.token = token
 
@@ -142,9 +183,10 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
     template_fields: Sequence[str] = ("workload", "token")
     ui_color = "#d2e3fc"
 
-    def __init__(self, *, workload: str, token: str, deferrable: bool = True, **kwargs):
+    def __init__(self, *, workload: str, token: str, deferrable: bool = True, target: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.workload = workload
+        self.target = target
         self.token = token
         self.deferrable = deferrable
 
@@ -159,6 +201,18 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         self.log.info("job %s: %s %s", info.provider_job_id, info.raw_status, info.counts)
         return PokeReturnValue(is_done=info.terminal, xcom_value=info.as_event() if info.terminal else None)
 
+    def _due(self, context):
+        """The deadline, when missing it sends the job's records through real-time calls."""
+        d = self.wl.spec.deadline
+        if d is None or d.on_miss != "realtime":
+            return None
+        return pipeline.deadline_at(self.wl, self.ledger, self.run_info(context))
+
+    def _fallback(self, context, due) -> dict[str, Any]:
+        summary = pipeline.deadline_fallback(self.wl, self.ledger, self.adapter, self.token, self.run_info(context), due)
+        return {"provider_job_id": self.ledger.job(self.token).provider_job_id, "status": "cancelled",
+                "raw_status": "deadline missed: answered in real time", "deadline_fallback": summary}
+
     def execute(self, context) -> Any:
         self._check_provider()
         if not self.deferrable:
@@ -171,6 +225,13 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         from batch_ai.triggers.batch import BatchJobTrigger
 
         cap = max_wait()
+        timeout = p.wait_timeout_hours * 3600
+        due = self._due(context)
+        if due is not None:
+            left = (due - pipeline.utcnow()).total_seconds()
+            if left <= 0:
+                return self._ended(self._fallback(context, due))
+            timeout = min(timeout, left)
 
         self.defer(
             trigger=BatchJobTrigger(
@@ -180,12 +241,16 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
                 options=self.adapter.options,
                 poll_interval=min(p.poll_interval_seconds, cap),
                 max_poll_interval=min(p.max_poll_interval_seconds, cap),
-                timeout=p.wait_timeout_hours * 3600,
+                timeout=timeout,
             ),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("timed_out"):
+            due = self._due(context)
+            if due is not None and pipeline.utcnow() >= due:
+                return self._ended(self._fallback(context, due))
         if event.get("outcome") == "error":
             raise AirflowException(f"waiting for job {self.token} ({event.get('provider_job_id')}): {event['message']}")
         return self._ended(event)
@@ -230,6 +295,9 @@ class CollectOperator(WorkloadOperator):
     template_fields: Sequence[str] = ("workload", "token")
 
     def __init__(self, *, token: str, **kwargs):
+        kwargs.setdefault("retries", 2)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        kwargs.setdefault("retry_policy", provider_call_retry_policy())
         super().__init__(**kwargs)
         self.token = token
 
@@ -274,10 +342,24 @@ class ReportOperator(WorkloadOperator):
             for line in format_dry_run(forecast).splitlines():
                 self.log.info("%s", line)
             return forecast
-        report = build_report(self.wl, self.ledger, context["run_id"])
-        self.ledger.finish_run(self.workload, context["run_id"], report)
+        report = build_report(self.wl, self.ledger, run.run_id)
+        self.ledger.finish_run(self.workload, run.run_id, report)
         for line in format_report(report).splitlines():
             self.log.info("%s", line)
         if report["lost"] != 0:
             raise AirflowException(f"{report['lost']} extracted row(s) are in no state: this is a bug, see the ledger")
         return report
+
+
+class EvaluateOperator(WorkloadOperator):
+    """Score each evaluation target's answers against the labels; log the table and save it,
+    with a chart, beside the reports."""
+
+    def execute(self, context) -> dict[str, Any]:
+        from batch_ai.evaluation import evaluate, format_table
+
+        run = self.run_info(context, skip_in_dry_run=True)
+        result = evaluate(self.wl, self.ledger, run.run_id)
+        for line in format_table(result).splitlines():
+            self.log.info("%s", line)
+        return result

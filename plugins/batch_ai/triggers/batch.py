@@ -86,6 +86,7 @@ class BatchJobTrigger(BaseTrigger):
                     "outcome": "error",
                     "provider_job_id": self.provider_job_id,
                     "message": f"job not finished after {elapsed:.0f}s (timeout {self.timeout:.0f}s)",
+                    "timed_out": True,
                 })
                 return
             await asyncio.sleep(min(interval, max(self.timeout - elapsed, 0.1)))

@@ -31,7 +31,8 @@ class OutputValidator:
         self.schema_validator = jsonschema.Draft202012Validator(output_schema)
         self.rules = rules
 
-    def validate(self, text: str | None, source_id: str) -> Verdict:
+    def validate(self, text: str | None, source_id: str, source: dict[str, Any] | None = None) -> Verdict:
+        """Check one output; ``source`` (the record's input) is what span rules point into."""
         if text is None or not text.strip():
             return Verdict(None, ["empty output"])
         try:
@@ -70,7 +71,30 @@ class OutputValidator:
             echoed = output.get(r.echo_id_field)
             if str(echoed) != str(source_id):
                 errors.append(f"{r.echo_id_field}: echoed {str(echoed)[:60]!r} but the record is {source_id!r}")
+        for rule in getattr(r, "spans", ()):
+            errors.extend(span_errors(output.get(rule.field), (source or {}).get(rule.source_field), rule))
         return Verdict(output, list(dict.fromkeys(errors)))
+
+
+def span_errors(spans: Any, text: Any, rule) -> list[str]:
+    """Each span (``{start, end[, text]}``) must lie inside the source text and, when it quotes
+    the text, quote it exactly: a redaction that points elsewhere would hide the wrong words."""
+    if not spans:
+        return []
+    if not isinstance(text, str):
+        return [f"{rule.field}: spans given, but the record has no text in {rule.source_field!r}"]
+    errors = []
+    for i, span in enumerate(spans if isinstance(spans, list) else []):
+        start, end = (span.get("start"), span.get("end")) if isinstance(span, dict) else (None, None)
+        if not (isinstance(start, int) and isinstance(end, int)):
+            errors.append(f"{rule.field}[{i}]: a span needs integer start and end")
+        elif not 0 <= start < end <= len(text):
+            errors.append(f"{rule.field}[{i}]: span {start}-{end} is outside the {len(text)} characters of "
+                          f"{rule.source_field}")
+        elif "text" in span and text[start:end] != span["text"]:
+            errors.append(f"{rule.field}[{i}]: span {start}-{end} reads {text[start:end][:40]!r}, not "
+                          f"{str(span['text'])[:40]!r}")
+    return errors
 
 
 def _html_fields(value: Any, path: str = "") -> list[str]:
