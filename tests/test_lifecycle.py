@@ -5,6 +5,7 @@ the files sink, backfill reruns, and run params."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import date
 
@@ -96,13 +97,15 @@ def test_a_decision_taken_meanwhile_is_refused_not_applied_twice(ledger):
         except review.ReviewError as exc:
             results.append(str(exc))
 
-    threads = [threading.Thread(target=decide, args=(a,)) for a in ("approve", "reject")]
+    # approve and send back: both are allowed from where each reviewer stood, only one may land
+    threads = [threading.Thread(target=decide, args=(a,)) for a in ("approve", "requeue")]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    decided = [r for r in results if r in ("completed", "rejected")]
-    assert len(decided) == 1, results
+    decided = [r for r in results if r in ("completed", "queued")]
+    assert len(results) == 2 and len(decided) == 1, results  # both answered; one was refused
+    assert "decided meanwhile" in next(r for r in results if r not in decided) or "not waiting" in str(results)
     decisions = [h for h in review.history(ledger, ids["A"]) if h["by"] == "reviewer:alice"]
     assert len(decisions) == 1
 
@@ -128,11 +131,17 @@ def test_files_sink_writes_one_file_per_publish_and_nothing_twice(ledger, tmp_pa
     sink = SINK.model_copy(update={"kind": "files", "table": None, "uri": f"file://{tmp_path}/out", "format": fmt})
     take_in(ledger, "A", "B")
     answer(ledger, State.COMPLETED, A=output("A", action_items=["call back"]), B=output("B"))
-    first = files.publish(ledger, KEY, sink, "scheduled__2026-11-25T02:00:00+00:00", "test")
-    assert first["published"] == 2 and first["file"].endswith(f"scheduled__2026-11-25T02_00_00_00_00.{fmt}")
-    assert files.publish(ledger, KEY, sink, "scheduled__2026-11-26T02:00:00+00:00", "test") == {"published": 0, "file": None}
+    run = "scheduled__2026-11-25T02:00:00+00:00"
+    first = files.publish(ledger, KEY, sink, run, "test")
+    assert first["published"] == 2 and re.search(rf"/scheduled__2026-11-25T02_00_00_00_00-[0-9a-f]{{10}}\.{fmt}$", first["file"])
+    assert files.publish(ledger, KEY, sink, run, "test") == {"published": 0, "file": None}
     written = sorted((tmp_path / "out").iterdir())
     assert [p.name for p in written] == [first["file"].rsplit("/", 1)[-1]]  # no temporary file left
+    # a record approved later in the same run gets a file of its own; the first stays whole
+    take_in(ledger, "C")
+    answer(ledger, State.COMPLETED, C=output("C"))
+    second = files.publish(ledger, KEY, sink, run, "test")
+    assert second["published"] == 1 and second["file"] != first["file"] and len(list((tmp_path / "out").iterdir())) == 2
     if fmt == "jsonl":
         rows = [json.loads(line) for line in written[0].read_text().splitlines()]
     else:

@@ -131,6 +131,12 @@ def test_reviewers_decide_in_the_airflow_ui_and_the_cli_and_the_next_run_publish
         assert resp.status_code == 200 and resp.json()["state"] == "completed", resp.text
         again = httpx.post(f"{server.url}/batch-ai/api/review/{edit.id}", json={"action": "approve"}, cookies=alice, timeout=10)
         assert again.status_code == 409 and "not waiting for review" in again.json()["detail"]
+        # a viewer may look, not decide
+        victor = {"_token": server.token("victor")}
+        assert httpx.get(page, cookies=victor, timeout=10).status_code == 200
+        denied = httpx.post(f"{server.url}/batch-ai/api/review/{refused.id}", json={"action": "reject"},
+                            cookies=victor, timeout=10)
+        assert denied.status_code == 403 and "needs edit rights" in denied.json()["detail"]
     finally:
         server.stop()
 
@@ -162,3 +168,46 @@ def test_reviewers_decide_in_the_airflow_ui_and_the_cli_and_the_next_run_publish
     final = dict(run.rows(select(r.id, r.state).where(r.id.in_([approve.id, reject.id, edit.id, refused.id]))))
     assert final[approve.id] == final[edit.id] == "published" and final[reject.id] == "rejected"
     assert final[refused.id] in ("published", "review_required")  # its retry went the way the model answered
+
+
+def test_a_person_approves_the_publish_through_airflow_human_in_the_loop(airflow_home, tmp_path, emulator):
+    """With quality_gate.human_approval, nothing is published until someone approves the
+    publish in Airflow (here through the API server's human-in-the-loop endpoint)."""
+    from batch_ai.localenv import dags_test_command
+
+    data = tmp_path / "data"
+    write_day(data, DAY, count=60)
+    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", data, emulator)
+    run.with_spec(tmp_path / "spec", **{"quality_gate.human_approval": True})
+    server = ApiServer(run.env, airflow_home)
+    log = open(airflow_home / "dags-test.log", "w")
+    proc = subprocess.Popen(dags_test_command("ticket_summaries", DAY), env=run.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        auth = {"Authorization": f"Bearer {server.token('alice')}"}
+        details_url = f"{server.url}/api/v2/dags/ticket_summaries/dagRuns/~/hitlDetails"
+        deadline = time.monotonic() + 240
+        waiting = []
+        while not waiting and time.monotonic() < deadline:
+            assert proc.poll() is None, (airflow_home / "dags-test.log").read_text()[-3000:]
+            waiting = [d for d in httpx.get(details_url, headers=auth, timeout=10).json().get("hitl_details", [])
+                       if d.get("responded_at") is None]
+            time.sleep(1)
+        assert waiting, "the run never asked for approval"
+        (ask,) = waiting
+        ti = ask["task_instance"]
+        assert ti["task_id"] == "approve_publish" and ask["subject"] == "Publish ticket_summaries?"
+        ready = run.scalar(text("select count(*) from batch_ai_records where state = 'completed'"))
+        assert ready > 30 and f"**{ready}** record(s)" in ask["body"]
+        # nothing is published while the question is open
+        assert run.scalar(text("select count(*) from batch_ai_records where state = 'published'")) == 0
+        answer = httpx.patch(
+            f"{server.url}/api/v2/dags/ticket_summaries/dagRuns/{ti['dag_run_id']}/taskInstances/approve_publish/-1/hitlDetails",
+            json={"chosen_options": ["Approve"], "params_input": {}}, headers=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert proc.wait(timeout=180) == 0, (airflow_home / "dags-test.log").read_text()[-3000:]
+        assert run.scalar(text("select count(*) from batch_ai_records where state = 'published'")) == ready
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # an unanswered approval makes `dags test` wait forever
+        log.close()
+        server.stop()

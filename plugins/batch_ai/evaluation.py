@@ -41,10 +41,14 @@ def score_target(w: Workload, ledger: Ledger, run_id: str, target) -> dict[str, 
     invalid = [r for r in records if r.state == State.INVALID_OUTPUT]
     refused = [r for r in records if r.error_kind == "refusal"]
     correct = [r for r in valid if r.output.get(ev.output_field) == (r.input or {}).get(ev.label_field)]
-    jobs = ledger.run_jobs(w.name, trun)
-    cost = sum(j.cost_usd or 0.0 for j in jobs)
+    # the cost of the answers scored (over all their attempts), and the jobs that gave them:
+    # an evaluation run again on the same set reuses earlier answers and says so
+    cost = sum(r.cost_usd or 0.0 for r in records)
+    produced_by = {r.job_id for r in records if r.job_id}
+    jobs = ledger.jobs_by_id(produced_by)
     starts = [j.submitted_at for j in jobs if j.submitted_at]
     ends = [j.ended_at for j in jobs if j.ended_at]
+    reused = sum(1 for j in jobs if j.run_id != trun)
     turnaround = (max(ends) - min(starts)).total_seconds() if starts and ends else None
     answered = len(valid) + len(invalid)
     return {
@@ -60,6 +64,7 @@ def score_target(w: Workload, ledger: Ledger, run_id: str, target) -> dict[str, 
         "cost_usd": round(cost, 6),
         "cost_per_1k_usd": round(cost / n * 1000, 4) if n else None,
         "turnaround_seconds": round(turnaround, 1) if turnaround is not None else None,
+        "answers_from_earlier_runs": reused > 0,
         "states": {s: sum(1 for r in records if r.state == s) for s in sorted({r.state for r in records})},
     }
 
@@ -96,11 +101,14 @@ def format_table(report: dict[str, Any]) -> str:
         return f"{v:.1%}" if v is not None else "-"
 
     for r in report["targets"]:
+        name = r["target"] + (" *" if r.get("answers_from_earlier_runs") else "")
         lines.append(
-            f"{r['target']:<44} {r['items']:>5} {pct(r['accuracy']):>8} {pct(r['schema_valid_rate']):>6} "
+            f"{name:<44} {r['items']:>5} {pct(r['accuracy']):>8} {pct(r['schema_valid_rate']):>6} "
             f"{pct(r['refusal_rate']):>7} {r['retried']:>7} {r['cost_per_1k_usd'] or 0:>8.4f} "
             f"{(str(round(r['turnaround_seconds'])) + 's') if r['turnaround_seconds'] is not None else '-':>10}"
         )
+    if any(r.get("answers_from_earlier_runs") for r in report["targets"]):
+        lines.append("* some answers come from an earlier run over the same items (unchanged items are not sent again)")
     lines.append(f"prices as of {report['prices_as_of']}; table and chart saved as {Path(report['chart']).stem}.json/.png "
                  f"in the report directory")
     return "\n".join(lines)

@@ -125,6 +125,10 @@ class RunParams:
             dry_run=bool(p.get("dry_run")),
         )
 
+    @property
+    def overrides_versions(self) -> bool:
+        return bool(self.prompt_version or self.schema_version)
+
     def days(self, ds: str) -> list[date]:
         """The days whose source files the run reads: the params' range, else the run's own day."""
         if self.date_from is None:
@@ -216,7 +220,8 @@ def extract(w: Workload, ledger: Ledger, run: RunInfo) -> dict[str, Any]:
     ledger.start_run(w.name, run.run_id, run.data_interval_start, run.data_interval_end)
     ledger.set_extracted(w.name, run.run_id, len(rows))
     key = record_key(w)
-    outcome = ledger.intake(key, w.spec.provider.name, run.run_id, rows, actor=ACTOR, rerun=run.params.rerun_states)
+    outcome = ledger.intake(key, w.spec.provider.name, run.run_id, rows, actor=ACTOR, rerun=run.params.rerun_states,
+                            version_override=run.params.overrides_versions)
     for row in rows:
         if row.malformed:
             log.warning("dead letter: %s", row.malformed)
@@ -247,7 +252,8 @@ def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -
         tx = conn.begin()
         try:
             outcome = ledger.intake(key, w.spec.provider.name, run.run_id, rows, actor=ACTOR,
-                                    rerun=run.params.rerun_states, conn=conn)
+                                    rerun=run.params.rerun_states, conn=conn,
+                                    version_override=run.params.overrides_versions)
             rc = t.records.c
             queued = list(conn.execute(select(rc.id, rc.input, rc.attempts)
                                        .where(key.where(), rc.state == State.QUEUED).order_by(rc.id)))
@@ -267,10 +273,21 @@ def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -
     tokens_out = round(per_record_out * len(queued))
     max_requests = min(filter(None, [limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
     max_bytes = min(filter(None, [limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
-    jobs = len(split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job)) if queued else 0
     caps = capabilities()
     pcaps = caps.provider(w.spec.provider.name)
     price = pcaps.price(w.spec.provider.model)
+    discount, below = pcaps.batch_discount, None
+    if queued and len(queued) < limits.min_requests_per_job:  # as plan() would do
+        below = f"{len(queued)} record(s), fewer than the {limits.min_requests_per_job} a {w.spec.provider.name} job needs: "
+        if w.spec.provider.below_minimum == "hold":
+            below += "held for a later run"
+            queued, tokens_in, tokens_out = [], 0, 0
+        else:
+            below += "real-time calls at the full price"
+            discount = 1.0
+        jobs = 0
+    else:
+        jobs = len(split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job)) if queued else 0
     summary = {
         "dry_run": True,
         "source": uris,
@@ -283,7 +300,8 @@ def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -
         "estimated_input_tokens": tokens_in,
         "estimated_output_tokens": tokens_out,
         "output_tokens_basis": "mean of earlier results" if mean_out is not None else "max_output_tokens (upper bound)",
-        "batch_cost_usd": round(price.cost(tokens_in, tokens_out, pcaps.batch_discount), 6),
+        "below_minimum": below,
+        "batch_cost_usd": round(price.cost(tokens_in, tokens_out, discount), 6),
         "realtime_cost_usd": round(price.cost(tokens_in, tokens_out), 6),
         "prices_as_of": caps.prices_as_of,
     }
@@ -327,7 +345,8 @@ def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) ->
     caps = capabilities()
     pcaps = caps.provider(w.spec.provider.name)
     price = pcaps.price(w.spec.provider.model)
-    forecast = price.cost(tokens_in, tokens_out, pcaps.batch_discount) / n * len(queued)
+    to_submit = min(len(queued), run.params.record_limit or len(queued))
+    forecast = price.cost(tokens_in, tokens_out, pcaps.batch_discount) / n * to_submit
     summary = {
         "size": n,
         "queued": len(queued),
@@ -346,7 +365,7 @@ def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) ->
     log.info("sample %s: %s", w.name, json.dumps(summary))
     if budget is not None and forecast > budget:
         raise StageError(
-            f"the batch cost forecast ${forecast:.4f} for {len(queued)} queued record(s) (from a sample of {n}, "
+            f"the batch cost forecast ${forecast:.4f} for {to_submit} record(s) (from a sample of {n}, "
             f"prices as of {caps.prices_as_of}) is over the budget of ${budget:.4f} in {w.path.name}; nothing was "
             f"submitted. Raise budget.max_batch_usd, or run part of the work with the record_limit param."
         )
@@ -553,7 +572,9 @@ def gate(w: Workload, ledger: Ledger, run: RunInfo):
     # what a person approving the publish sees: the counts and a few of the outputs
     shown = [{sink.key: r.source_id, **{c: (r.output or {}).get(c) for c in sink.columns[:3]}} for r in ready[:3]]
     ledger.set_run_detail(w.name, run.run_id, "gate", {"success": verdict.success, "failed": verdict.failures(),
-                                                       "records_ready": len(ready), "sample": shown})
+                                                       "records_ready": len(ready), "sample": shown,
+                                                       # publish takes exactly these, not what arrived after the gate
+                                                       "record_ids": [r.id for r in ready]})
     return verdict
 
 
@@ -573,7 +594,14 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
     if not job.provider_job_id:
         return {"token": token, "skipped": "never submitted"}
     if (job.details or {}).get("deadline_fallback"):
-        return {"token": token, "skipped": "answered by real-time calls after the deadline; the job was cancelled"}
+        # answered by real-time calls after the deadline; what they did not answer (an
+        # interrupted fallback) is a transient error the next run retries
+        left = ledger.job_records(job.id, State.SUBMITTED)
+        reason = f"job {job.provider_job_id} was cancelled at the deadline and no real-time answer was saved"
+        ledger.transition([Change(r.id, State.PROVIDER_ERROR, reason, {"error_kind": str(ErrorKind.CANCELLED),
+                                                                      "error_message": reason}) for r in left],
+                          actor=ACTOR, run_id=run.run_id, job_id=job.id)
+        return {"token": token, "skipped": "answered by real-time calls after the deadline", "unanswered": len(left)}
     info = adapter.get_job(job.provider_job_id)
     if not info.terminal:
         raise StageError(f"job {token} ({info.provider_job_id}) is still {info.raw_status}; collect runs after the wait")
@@ -586,16 +614,47 @@ def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run
     return summary
 
 
-def deadline_at(w: Workload, ledger: Ledger, run: RunInfo) -> datetime | None:
-    """When the run's results are due: ``deadline.hours`` after the run started (in the ledger)."""
+class _RealtimeCalls:
+    """Real-time calls for a list of records, at most ``per_minute``; the first call that fails
+    (after the SDK's own retries) ends the series, so the answers already paid for are kept and
+    the records not reached are told apart (``failure``)."""
+
+    def __init__(self, w: Workload, adapter: BatchProvider, records, custom_ids: dict[int, str], per_minute: float | None = None):
+        self.w, self.adapter, self.records, self.custom_ids = w, adapter, records, custom_ids
+        self.gap = 60.0 / per_minute if per_minute else 0.0
+        self.failure: Exception | None = None
+
+    def __iter__(self):
+        import time
+
+        options = request_options(self.w)
+        last = None
+        for rec in self.records:
+            if last is not None and self.gap:
+                time.sleep(max(0.0, last + self.gap - time.monotonic()))
+            last = time.monotonic()
+            try:
+                yield self.adapter.realtime(self.custom_ids[rec.id], prompt_for(self.w, rec.input), options)
+            except Exception as exc:  # noqa: BLE001 - recorded, and the rest are marked below
+                self.failure = exc
+                log.warning("real-time call for record %s failed, stopping here: %s", rec.id, exc)
+                return
+
+
+def deadline_at(w: Workload, ledger: Ledger, run: RunInfo, queued_at: datetime | None = None) -> datetime | None:
+    """When the run's results are due: ``deadline.hours`` after the DAG run was queued (as
+    Airflow's deadline alert counts), or, where Airflow has no queue time (``airflow dags
+    test``), after the run's extract started (in the ledger)."""
     if w.spec.deadline is None:
         return None
     from sqlalchemy import select
 
     from batch_ai.ledger import tables as t
 
-    with ledger.engine.connect() as conn:
-        started = conn.scalar(select(t.runs.c.started_at).where(t.runs.c.workload == w.name, t.runs.c.run_id == run.run_id))
+    started = queued_at
+    if started is None:
+        with ledger.engine.connect() as conn:
+            started = conn.scalar(select(t.runs.c.started_at).where(t.runs.c.workload == w.name, t.runs.c.run_id == run.run_id))
     started = started or utcnow()
     started = started if started.tzinfo else started.replace(tzinfo=timezone.utc)
     return started + timedelta(hours=w.spec.deadline.hours)
@@ -605,8 +664,6 @@ def deadline_fallback(w: Workload, ledger: Ledger, adapter: BatchProvider, token
     """The deadline passed with the job unfinished: cancel it and answer its records through
     real-time calls (at full price, at most ``deadline.realtime_per_minute``). A result the
     cancelled job still delivers later is ignored: its record is no longer ``submitted``."""
-    import time
-
     job = ledger.job(token)
     records = ledger.job_records(job.id, State.SUBMITTED)
     cancelled = True
@@ -615,21 +672,12 @@ def deadline_fallback(w: Workload, ledger: Ledger, adapter: BatchProvider, token
     except Exception as exc:  # noqa: BLE001 - the real-time answers matter more than the cancel
         cancelled = False
         log.warning("could not cancel job %s (%s): %s; its results will be ignored", token, job.provider_job_id, exc)
-    gap = 60.0 / w.spec.deadline.realtime_per_minute
-    options = request_options(w)
-
-    def answers():
-        last = None
-        for rec in records:
-            if last is not None:
-                time.sleep(max(0.0, last + gap - time.monotonic()))
-            last = time.monotonic()
-            yield adapter.realtime(rec.custom_id, prompt_for(w, rec.input), options)
-
+    answers = _RealtimeCalls(w, adapter, records, {r.id: r.custom_id for r in records}, w.spec.deadline.realtime_per_minute)
     ledger.update_job(job.id, details={**(job.details or {}), "deadline_fallback": True})
     info = JobInfo(job.provider_job_id, JobStatus.COMPLETED, "answered in real time after the deadline", {"total": len(records)})
     before = ledger.job(token).cost_usd or 0.0
-    tally = _apply_results(w, ledger, ledger.job(token), answers(), info, run, discount=1.0)
+    # a record the calls did not reach becomes provider_error (missing_result), retried later
+    tally = _apply_results(w, ledger, ledger.job(token), answers, info, run, discount=1.0)
     after = ledger.job(token)
     paid = (after.cost_usd or 0.0) - before
     ledger.update_job(job.id, status="cancelled" if cancelled else after.status,
@@ -652,8 +700,8 @@ def run_realtime(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str
     records = ledger.job_records(job.id, State.QUEUED)
     custom_ids = {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
     ledger.mark_submitted(job.id, f"realtime:{token}", {"kind": "realtime"}, custom_ids, run.run_id, ACTOR)
-    options = request_options(w)
-    results = (adapter.realtime(custom_ids[rec.id], prompt_for(w, rec.input), options) for rec in records)
+    # a call that fails ends the series; the records not reached become provider_error
+    results = _RealtimeCalls(w, adapter, records, custom_ids)
     info = JobInfo(f"realtime:{token}", JobStatus.COMPLETED, "realtime", {"total": len(records)})
     summary = _apply_results(w, ledger, ledger.job(token), results, info, run, discount=1.0)
     log.info("real-time %s: %s", token, json.dumps(summary))

@@ -60,7 +60,7 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
         "held": details.get("held"),
         "deadline": details.get("deadline"),
         "budget_usd": w.spec.budget.max_batch_usd,
-        "quality_gate": details.get("gate"),
+        "quality_gate": {k: v for k, v in details["gate"].items() if k != "record_ids"} if details.get("gate") else None,
         "tokens": {"input": tokens_in, "output": tokens_out},
         "cost": {
             "batch_usd": round(batch_cost, 6),
@@ -147,6 +147,7 @@ def format_dry_run(forecast: dict[str, Any]) -> str:
         f"({f['output_tokens_basis']})",
         f"  estimated cost: batch ${f['batch_cost_usd']:.4f}  (real-time ${f['realtime_cost_usd']:.4f})   "
         f"prices as of {f['prices_as_of']}",
+        *([f"  {f['below_minimum']}"] if f.get("below_minimum") else []),
     ])
 
 

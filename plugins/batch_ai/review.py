@@ -110,7 +110,7 @@ def decide(
     else:
         change = _edit(rec, who, reviewer, suffix, output)
     try:
-        ledger.transition([change], actor=f"reviewer:{reviewer}")
+        ledger.transition([change], actor=f"reviewer:{reviewer}", expect_from=State.REVIEW_REQUIRED)
     except IllegalTransition:
         now = ledger.record(rec.id)
         raise ReviewError(f"{who} was decided meanwhile: it is {now.state} now") from None

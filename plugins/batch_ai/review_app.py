@@ -45,11 +45,17 @@ async def user(request: Request):
 User = Annotated[Any, Depends(user)]
 
 
-def may_decide(u) -> bool:
-    """Decisions change what is published: ask the auth manager, as for any Airflow view."""
+def may_decide(u, record_id: int) -> bool:
+    """Decisions change what a workload publishes: they need the right to edit that workload's
+    DAG (a viewer may look, not decide), as the auth manager says."""
     from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
-    return get_auth_manager().is_authorized_custom_view(method="POST", resource_name="batch_ai_review", user=u)
+    try:
+        workload = ledger().record(int(record_id)).workload
+    except (KeyError, ValueError):
+        return True  # decide() names the missing record
+    return get_auth_manager().is_authorized_dag(method="PUT", details=DagDetails(id=workload), user=u)
 
 
 def reviewer_name(u, given: str | None) -> str:
@@ -80,8 +86,8 @@ def api_record(record_id: int, u: User) -> dict[str, Any]:
 
 @app.post("/api/review/{record_id}")
 def api_decide(record_id: int, u: User, decision: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    if not may_decide(u):
-        raise HTTPException(403, f"{u.get_name()} may not make review decisions")
+    if not may_decide(u, record_id):
+        raise HTTPException(403, f"{u.get_name()} may not make review decisions (it needs edit rights on the DAG)")
     try:
         after = review.decide(ledger(), record_id, str(decision.get("action")), reviewer_name(u, decision.get("reviewer")),
                               decision.get("note"), decision.get("output"))
@@ -105,8 +111,8 @@ def decide_form(
 ):
     back = {"workload": workload} if workload else {}
     try:
-        if not may_decide(u):
-            raise review.ReviewError(f"{u.get_name()} may not make review decisions")
+        if not may_decide(u, record_id):
+            raise review.ReviewError(f"{u.get_name()} may not make review decisions (it needs edit rights on the DAG)")
         edited = None
         if action == "edit":
             try:

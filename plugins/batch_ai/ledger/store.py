@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.engine import ledger_url, make_engine
-from batch_ai.ledger.states import REQUEUE_ON_CHANGE, State, check_transitions
+from batch_ai.ledger.states import REQUEUE_ON_CHANGE, IllegalTransition, State, check_transitions
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,12 @@ class Ledger:
         actor: str,
         run_id: str | None = None,
         job_id: int | None = None,
+        expect_from: State | None = None,
     ) -> None:
-        """Apply state changes in bulk inside ``conn``'s transaction, with audit rows."""
+        """Apply state changes in bulk inside ``conn``'s transaction, with audit rows.
+
+        ``expect_from``: every record must be in that state now (checked under the row lock),
+        for a decision taken on what a person saw."""
         if not changes:
             return
         ids = [c.record_id for c in changes]
@@ -126,6 +130,10 @@ class Ledger:
         missing = [i for i in ids if i not in current]
         if missing:
             raise KeyError(f"unknown record ids: {missing[:10]}")
+        if expect_from is not None:
+            moved = [f"record {i} is {current[i].state}" for i in ids if current[i].state != expect_from]
+            if moved:
+                raise IllegalTransition(f"expected {expect_from}: {'; '.join(moved[:10])}")
         check_transitions((c.record_id, current[c.record_id].state, c.to) for c in changes)
 
         now = utcnow()
@@ -224,6 +232,8 @@ class Ledger:
                         started_at=utcnow(),
                     )
                 )
+            else:  # extract again (a cleared run): the run starts over
+                conn.execute(update(t.runs).where(t.runs.c.id == exists.id).values(started_at=utcnow()))
 
     def set_extracted(self, workload: str, run_id: str, count: int) -> None:
         with self.engine.begin() as conn:
@@ -276,6 +286,7 @@ class Ledger:
         actor: str,
         rerun: Iterable[State] = (),
         conn: Connection | None = None,
+        version_override: bool = False,
     ) -> Counter:
         """Account for every source row of a run and upsert the records they make.
 
@@ -289,15 +300,16 @@ class Ledger:
         record it does not select stays as it is. Runs inside ``conn``'s transaction if given
         (a dry run rolls it back).
         """
+        args = (key, provider, run_id, rows, actor, frozenset(map(State, rerun)), version_override)
         if conn is None:
             with self.engine.begin() as conn:
-                return self._intake(conn, key, provider, run_id, rows, actor, frozenset(map(State, rerun)))
-        return self._intake(conn, key, provider, run_id, rows, actor, frozenset(map(State, rerun)))
+                return self._intake(conn, *args)
+        return self._intake(conn, *args)
 
     def _lock(self, q):
         return q.with_for_update() if self.is_postgres else q
 
-    def _intake(self, conn, key, provider, run_id, rows, actor, rerun: frozenset[State]) -> Counter:
+    def _intake(self, conn, key, provider, run_id, rows, actor, rerun: frozenset[State], version_override: bool) -> Counter:
         outcome: Counter = Counter()
         # Within one read, the last row for an id wins (daily exports append newer versions).
         last_row: dict[str, IntakeRow] = {}
@@ -320,7 +332,7 @@ class Ledger:
         other_versions = lookup(
             [r.source_id for r in winners if r.source_id not in existing],
             and_(rc.workload == key.workload, rc.model == key.model),
-        ) if rerun else {}
+        ) if rerun or version_override else {}
 
         new_rows = [r for r in winners if r.source_id not in existing and r.source_id not in other_versions]
         inserted: dict[str, int] = {}
@@ -597,14 +609,19 @@ class Ledger:
         with self.engine.connect() as conn:
             return list(conn.execute(select(t.records).where(key.where(), t.records.c.state == state)))
 
-    def lock_ready(self, conn: Connection, key: RecordKey) -> list[Any]:
-        """The ``completed`` records of a key, for a publish inside ``conn``'s transaction. On
-        PostgreSQL they are locked, skipping those a concurrent publish holds."""
+    def lock_ready(self, conn: Connection, key: RecordKey, only: Sequence[int] | None = None) -> list[Any]:
+        """The ``completed`` records of a key (of ``only``, the ones the quality gate checked,
+        when given), for a publish inside ``conn``'s transaction. On PostgreSQL they are locked,
+        skipping those a concurrent publish holds."""
         rc = t.records.c
         q = select(rc.id, rc.source_id, rc.output, rc.source_date).where(key.where(), rc.state == State.COMPLETED).order_by(rc.id)
         if self.is_postgres:
             q = q.with_for_update(skip_locked=True)
-        return list(conn.execute(q))
+        rows = list(conn.execute(q))
+        if only is None:
+            return rows
+        wanted = set(only)
+        return [r for r in rows if r.id in wanted]
 
     def record(self, record_id: int) -> Any:
         with self.engine.connect() as conn:
@@ -716,6 +733,14 @@ class Ledger:
         with self.engine.connect() as conn:
             value = conn.scalar(select(func.avg(rc.output_tokens)).where(rc.workload == workload, rc.output_tokens > 0))
         return float(value) if value is not None else None
+
+    def jobs_by_id(self, ids) -> list[Any]:
+        ids = list(ids)
+        out: list[Any] = []
+        with self.engine.connect() as conn:
+            for chunk in chunks(ids):
+                out += list(conn.execute(select(t.jobs).where(t.jobs.c.id.in_(chunk))))
+        return out
 
     def run_jobs(self, workload: str, run_id: str) -> list[Any]:
         jc = t.jobs.c

@@ -206,7 +206,8 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         d = self.wl.spec.deadline
         if d is None or d.on_miss != "realtime":
             return None
-        return pipeline.deadline_at(self.wl, self.ledger, self.run_info(context))
+        dag_run = context.get("dag_run")
+        return pipeline.deadline_at(self.wl, self.ledger, self.run_info(context), getattr(dag_run, "queued_at", None))
 
     def _fallback(self, context, due) -> dict[str, Any]:
         summary = pipeline.deadline_fallback(self.wl, self.ledger, self.adapter, self.token, self.run_info(context), due)
@@ -327,7 +328,8 @@ class PublishOperator(WorkloadOperator):
         from batch_ai.publish import publish
 
         run = self.run_info(context, skip_in_dry_run=True)
-        outcome = publish(self.wl, self.ledger, run.run_id, pipeline.ACTOR)
+        checked = self.ledger.run_details(self.workload, run.run_id).get("gate", {}).get("record_ids")
+        outcome = publish(self.wl, self.ledger, run.run_id, pipeline.ACTOR, checked)
         self.ledger.set_run_detail(self.workload, run.run_id, "publish", outcome)
         return outcome
 

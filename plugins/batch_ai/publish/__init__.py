@@ -13,16 +13,17 @@ from batch_ai.ledger.store import Ledger
 from batch_ai.workloads import Workload
 
 
-def publish(w: Workload, ledger: Ledger, run_id: str, actor: str) -> dict[str, Any]:
+def publish(w: Workload, ledger: Ledger, run_id: str, actor: str, only: list[int] | None = None) -> dict[str, Any]:
+    """Publish the workload's ``completed`` records (``only``: those the quality gate checked)."""
     from batch_ai.pipeline import record_key
 
     if w.spec.sink.kind == "files":
         from batch_ai.publish import files
 
-        return files.publish(ledger, record_key(w), w.spec.sink, run_id, actor)
+        return files.publish(ledger, record_key(w), w.spec.sink, run_id, actor, only)
     from batch_ai.publish import sql_table
 
-    return sql_table.publish(ledger, record_key(w), w.spec.sink, w.output_schema, run_id, actor)
+    return sql_table.publish(ledger, record_key(w), w.spec.sink, w.output_schema, run_id, actor, only)
 
 
 def mark_pending(w: Workload, ledger: Ledger, key) -> int:

@@ -3,13 +3,14 @@
 The file is written under a temporary name and renamed into place, and the records move to
 ``published`` in the transaction that commits after the rename: readers of the directory
 (which skip names starting with ``_``) never see half a file, and a failed publish leaves
-its records ``completed`` for the next one. A re-run of the same run's publish writes the
-same file name. Readers take, per key, the row with the latest ``source_date`` (then
+its records ``completed`` for the next one. A retried publish of the same records writes the
+same file name; another publish, even in the same run, writes another file. Readers take, per key, the row with the latest ``source_date`` (then
 ``published_at``): a file is an append-only log, never rewritten.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -33,8 +34,13 @@ def _expand(uri: str) -> str:
     return re.sub(r"\$\{(\w+)\}", var, uri)
 
 
-def file_name(run_id: str, fmt: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") + (".parquet" if fmt == "parquet" else ".jsonl")
+def file_name(run_id: str, record_ids: list[int], fmt: str) -> str:
+    """One name per publish: the run, and a digest of the records it holds. A retried publish of
+    the same records writes the same file again; a later publish in the same run (records a
+    reviewer approved meanwhile) gets its own."""
+    digest = hashlib.sha256(",".join(map(str, record_ids)).encode()).hexdigest()[:10]
+    run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
+    return f"{run}-{digest}" + (".parquet" if fmt == "parquet" else ".jsonl")
 
 
 def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
@@ -51,17 +57,18 @@ def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def publish(ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str) -> dict[str, Any]:
+def publish(ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str,
+            only: list[int] | None = None) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
     base = ObjectStoragePath(_expand(sink.uri).rstrip("/") + "/")
     now = utcnow()
-    name = file_name(run_id, sink.format)
     with ledger.engine.begin() as conn:
-        records = ledger.lock_ready(conn, key)  # a concurrent publish takes the others
+        records = ledger.lock_ready(conn, key, only)  # a concurrent publish takes the others
         if not records:
             log.info("nothing to publish to %s", base)
             return {"published": 0, "file": None}
+        name = file_name(run_id, [r.id for r in records], sink.format)
         rows = [
             {
                 sink.key: r.source_id,

@@ -82,13 +82,14 @@ def mark_pending(ledger: Ledger, key: RecordKey, sink, output_schema: dict[str, 
     return added
 
 
-def publish(ledger: Ledger, key: RecordKey, sink, output_schema: dict[str, Any], run_id: str, actor: str) -> dict[str, Any]:
+def publish(ledger: Ledger, key: RecordKey, sink, output_schema: dict[str, Any], run_id: str, actor: str,
+            only: list[int] | None = None) -> dict[str, Any]:
     table = _table(ledger, sink, output_schema)
     rc = t.records.c
     now = utcnow()
     written: set[str] = set()
     with ledger.engine.begin() as conn:
-        records = ledger.lock_ready(conn, key)  # a concurrent publish takes the others
+        records = ledger.lock_ready(conn, key, only)  # a concurrent publish takes the others
         for part in chunks(records, 500):
             stmt = _insert(conn, table).values([
                 {
@@ -110,7 +111,9 @@ def publish(ledger: Ledger, key: RecordKey, sink, output_schema: dict[str, Any],
                 index_elements=[sink.key],
                 set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != sink.key},
                 # never replace the result of newer source data with that of older data
-                where=or_(current.is_(None), stmt.excluded.source_date.is_(None), current <= stmt.excluded.source_date),
+                # (a pending row holds no result yet: anything may fill it)
+                where=or_(table.c.publish_status == PENDING, current.is_(None), stmt.excluded.source_date.is_(None),
+                          current <= stmt.excluded.source_date),
             )
             written.update(conn.scalars(stmt.returning(table.c[sink.key])))
         ledger.apply(
