@@ -244,3 +244,33 @@ def test_collect_cleans_up_what_was_staged(workload, ledger, openai_conn, tmp_pa
     assert staged_objects(openai_conn, provider)  # input (and results) are there before collection
     pipeline.collect(workload, ledger, adapter, tokens[0], run)
     assert staged_objects(openai_conn, provider) == []
+
+
+@pytest.mark.parametrize("case", [("openai", "sqlite")], indirect=True, ids=["openai-sqlite"])
+def test_an_interrupted_deadline_fallback_leaves_no_record_submitted(workload, ledger, openai_conn, tmp_path, monkeypatch):
+    """The provider becomes unreachable during the fallback: the series of real-time calls stops,
+    and every record of the job ends in a state the next run takes up, none stuck in submitted."""
+    import socket
+
+    from batch_ai.workloads import DeadlineSpec, Workload
+
+    run, adapter, (token,) = planned(workload, ledger, tmp_path, n=6)
+    openai_conn.set_faults({"openai": {"time_scale": 100}})  # the job stays in progress
+    pipeline.submit(workload, ledger, adapter, token, run)
+    late = Workload(workload.spec.model_copy(update={"deadline": DeadlineSpec(hours=1, on_miss="realtime")}),
+                    workload.path, workload.root)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps({
+        "conn_type": "openai", "password": "emulator-key",
+        "extra": {"openai_client_kwargs": {"base_url": f"http://127.0.0.1:{dead}/openai/v1", "max_retries": 0}}}))
+    unreachable = pipeline.adapter_for(late)
+    summary = pipeline.deadline_fallback(late, ledger, unreachable, token, run, pipeline.utcnow())
+    assert summary["records"] == 6 and summary["cancelled"] == []  # the cancel could not reach it either
+    assert set(record_states(ledger).values()) == {"provider_error"}
+    with ledger.engine.connect() as conn:
+        kinds = set(conn.scalars(select(t.records.c.error_kind)))
+    assert kinds == {"missing_result"}  # transient: the next run's retry rounds take them
+    # the job's collect finds nothing left to move
+    assert pipeline.collect(late, ledger, unreachable, token, run)["unanswered"] == 0

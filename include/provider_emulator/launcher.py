@@ -24,7 +24,7 @@ class Emulator:
         self.proc: subprocess.Popen | None = None
         self.settings: dict[str, Any] = {}
 
-    def start(self, timeout: float = 30) -> Emulator:
+    def start(self, timeout: float = 90) -> Emulator:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
         stderr = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
@@ -48,7 +48,7 @@ class Emulator:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("the provider emulator did not answer its health check in time")
+        raise RuntimeError(f"the provider emulator did not answer its health check in {timeout:.0f}s (see {self.log_file or 'stderr'})")
 
     @property
     def base_url(self) -> str:
