@@ -25,7 +25,8 @@ LEXICON: dict[str, tuple[str, ...]] = {
     "billing": ("invoice", "charge", "charged", "refund", "payment", "price", "bill", "rechnung", "factura", "facture"),
     "technical": ("error", "crash", "bug", "broken", "not working", "fehler", "erreur", "timeout", "app"),
     "account": ("password", "login", "log in", "account", "2fa", "email address", "konto", "compte", "cuenta"),
-    "shipping": ("delivery", "package", "parcel", "shipped", "tracking", "courier", "lieferung", "livraison", "envío"),
+    "shipping": ("delivery", "package", "parcel", "shipped", "tracking", "courier", "lieferung", "livraison", "envío",
+                 "shipping"),
     "feedback": ("suggest", "feature", "would be nice", "love", "feedback", "idea"),
     "negative": ("angry", "terrible", "worst", "still", "unacceptable", "disappointed", "refund", "never", "broken"),
     "positive": ("thank", "thanks", "great", "love", "resolved", "perfect", "danke", "merci", "gracias"),
@@ -44,8 +45,6 @@ LEXICON: dict[str, tuple[str, ...]] = {
     "account_management": ("password", "account", "login", "user"),
     "refund": ("refund",),
     "tax": ("vat", "tax"),
-    "shipping": ("delivery", "package", "parcel", "shipped", "tracking", "courier", "lieferung", "livraison", "envío",
-                 "shipping"),
     # compliance review
     "misleading_promise": ("guaranteed return", "guaranteed returns", "risk-free", "garantiert"),
     "credential_sharing": ("password is", "passwort ist", "mot de passe est"),

@@ -108,7 +108,7 @@ def cmd_demo(args) -> int:
         (out / "report.txt").write_text(combined + "\n")
         print()
         print(combined)
-        print(f"\nreports in demo-output/: report.txt (this), <workload>.json, model_evaluation/ (table and chart)")
+        print("\nreports in demo-output/: report.txt (this), <workload>.json, model_evaluation/ (table and chart)")
     waiting = ledger.review_counts()
     if waiting:
         url = f"sqlite:///{ledger_path.relative_to(REPO)}"

@@ -39,7 +39,7 @@ class ProviderCallRetryPolicy(RetryPolicy):
                       "WorkloadError", "NoCredentialsError"})
     RATE_LIMITED = frozenset({"RateLimitError", "ThrottlingException", "TooManyRequests", "ResourceExhausted"})
     TRANSIENT = frozenset({"ConnectionError", "TimeoutError", "TransportError", "APIConnectionError", "APITimeoutError",
-                           "InternalServerError", "EndpointConnectionError", "ServiceUnavailable", "InternalServerError"})
+                           "InternalServerError", "EndpointConnectionError", "ServiceUnavailable"})
 
     def evaluate(self, exception, try_number, max_tries, context=None) -> RetryDecision:
         names = {c.__name__ for c in type(exception).__mro__}
@@ -50,10 +50,6 @@ class ProviderCallRetryPolicy(RetryPolicy):
         if names & self.TRANSIENT:
             return RetryDecision.retry(reason=f"the provider or the network failed ({type(exception).__name__})")
         return RetryDecision.default()
-
-
-def provider_call_retry_policy() -> ProviderCallRetryPolicy:
-    return ProviderCallRetryPolicy()
 
 
 class WorkloadMixin:
@@ -163,7 +159,7 @@ class BatchSubmitOperator(_JobOperatorMixin, WorkloadOperator):
         kwargs.setdefault("retries", 2)
         kwargs.setdefault("retry_delay", timedelta(seconds=30))
         kwargs.setdefault("retry_exponential_backoff", True)
-        kwargs.setdefault("retry_policy", provider_call_retry_policy())
+        kwargs.setdefault("retry_policy", ProviderCallRetryPolicy())
         super().__init__(**kwargs)
         self.token = token
 
@@ -298,7 +294,7 @@ class CollectOperator(WorkloadOperator):
     def __init__(self, *, token: str, **kwargs):
         kwargs.setdefault("retries", 2)
         kwargs.setdefault("retry_delay", timedelta(seconds=30))
-        kwargs.setdefault("retry_policy", provider_call_retry_policy())
+        kwargs.setdefault("retry_policy", ProviderCallRetryPolicy())
         super().__init__(**kwargs)
         self.token = token
 
