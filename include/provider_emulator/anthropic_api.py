@@ -205,9 +205,13 @@ def router(emu: AnthropicEmulator) -> APIRouter:
             seen.add(cid)
         if emu.faults.job_outcome == "failed_validation":
             return error(400, "requests.0.params: the batch could not be validated")
+        refused = core.rejected_line(emu.faults, requests)
+        if refused:
+            return error(400, f"requests.{refused - 1}.params: the request could not be validated")
         with emu.lock:
             b = StoredBatch(f"msgbatch_{secrets.token_hex(12)}", requests, time.time(), emu.faults.model_copy(deep=True))
             emu.batches[b.id] = b
+        emu.state.created["anthropic"].append(b.id)
         return emu.batch_obj(b, base(request))
 
     @r.get("/messages/batches")
@@ -272,6 +276,8 @@ def router(emu: AnthropicEmulator) -> APIRouter:
         missing = [k for k in ("model", "max_tokens", "messages") if k not in params]
         if missing:
             return error(400, f"{missing[0]}: Field required")
+        if core.rejected_line(emu.faults, [params]):
+            return error(400, "messages: the request could not be validated")
         outcome, message = emu.message(params, json.dumps(params.get("messages"), sort_keys=True), realtime=True)
         if outcome.failed:
             status = emu.faults.line_error_status

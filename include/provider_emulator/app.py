@@ -7,6 +7,7 @@ it is present: any key works), and an injected HTTP error looks like that provid
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -70,8 +71,11 @@ class EmulatorState:
     def __init__(self, config: FaultConfig):
         self.lock = threading.Lock()
         self.http_faults = {p: HttpFaultQueue() for p in PROVIDERS}
+        self.slow_responses = {p: HttpFaultQueue() for p in PROVIDERS}
         self.fault_log: dict[str, dict[str, str]] = {p: {} for p in PROVIDERS}
         self.calls: Counter = Counter()
+        #: every job ever created, per provider (deleting a job does not take it off)
+        self.created: dict[str, list[str]] = {p: [] for p in PROVIDERS}
         self.configure(config)
 
     def configure(self, config: FaultConfig) -> None:
@@ -79,6 +83,7 @@ class EmulatorState:
         core.forget_failures()
         for p in PROVIDERS:
             self.http_faults[p].load(getattr(config, p).http_errors)
+            self.slow_responses[p].load(getattr(config, p).slow_responses)
 
     def log_fault(self, provider: str, key: str, fault: str) -> None:
         with self.lock:
@@ -118,7 +123,8 @@ def create_app(
         state.calls[f"{request.method} {path}"] += 1
         if not face.has_auth(request):
             return face.error(401, "No API key or token was provided.")
-        fault = state.http_faults[provider].take(request.method, path.removeprefix(face.prefix.rstrip("/")))
+        api_path = path.removeprefix(face.prefix.rstrip("/"))
+        fault = state.http_faults[provider].take(request.method, api_path)
         if fault:
             log.info("injected HTTP %s on %s %s", fault["status"], request.method, path)
             response = face.error(fault["status"], MESSAGES.get(fault["status"], "The server had an error processing your request."))
@@ -127,7 +133,12 @@ def create_app(
             if face.sends_should_retry and fault["should_retry"] is not None:
                 response.headers["x-should-retry"] = "true" if fault["should_retry"] else "false"
             return response
-        return await call_next(request)
+        response = await call_next(request)
+        delay = state.slow_responses[provider].take(request.method, api_path)
+        if delay:  # served, and the answer is slow to come back (a connection that hangs)
+            log.info("holding the answer to %s %s for %ss", request.method, path, delay["seconds"])
+            await asyncio.sleep(delay["seconds"])
+        return response
 
     emulators = {
         "openai": openai_api.OpenAIEmulator(state),
@@ -147,6 +158,12 @@ def create_app(
             "vertex": list(emulators["vertex"].jobs),
             "bedrock": list(emulators["bedrock"].jobs),
         }
+
+    @app.get(f"{ADMIN}/created")
+    def created() -> dict[str, list[str]]:
+        """Every job each provider ever created, deleted ones too: a second create for the same
+        work shows here (what a test counts to prove nothing was paid twice)."""
+        return state.created
 
     @app.get(f"{ADMIN}/health")
     def health() -> dict[str, Any]:

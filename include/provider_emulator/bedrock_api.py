@@ -166,6 +166,9 @@ class BedrockEmulator:
                     records.append((f, item))
         except core.BadInput as exc:
             return str(exc)
+        refused = core.rejected_line(job.faults, [item for _, item in records])
+        if refused:
+            return f"Record {refused} of the input is not a valid request for model {job.body['modelId']}."
         minimum = job.faults.min_records_per_job
         if len(records) < minimum:
             return (f"The job has {len(records)} records; the minimum number of records for a batch inference "
@@ -265,6 +268,7 @@ def router(emu: BedrockEmulator) -> APIRouter:
             emu.jobs[job.id] = job
             if token:
                 emu.tokens[token] = job.id
+        emu.state.created["bedrock"].append(job.id)
         return {"jobArn": job.arn}
 
     @r.get("/model-invocation-jobs")
@@ -307,6 +311,8 @@ def router(emu: BedrockEmulator) -> APIRouter:
         body = json.loads(await request.body() or b"{}")
         if "messages" not in body:
             return error(400, f"Malformed input request for {model_id}: only the Anthropic Messages body is emulated.")
+        if core.rejected_line(emu.faults, [body]):
+            return error(400, f"Malformed input request for {model_id}, please reformat your input and try again.")
         outcome, message = anthropic_api.message(body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True)
         if outcome.failed:
             return error(emu.faults.line_error_status, "Internal server error.")
@@ -320,6 +326,8 @@ def router(emu: BedrockEmulator) -> APIRouter:
         body = await request.json()
         if not body.get("messages"):
             return error(400, "messages is required.")
+        if core.rejected_line(emu.faults, [body]):
+            return error(400, "Malformed input request, please reformat your input and try again.")
         outcome, response = converse(body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True)
         if outcome.failed:
             return error(emu.faults.line_error_status, "Internal server error.")

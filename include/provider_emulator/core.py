@@ -177,12 +177,18 @@ class BadInput(ValueError):
     """An input file a job cannot run on; the message is what the provider would report."""
 
 
+def jsonl_lines(data: bytes) -> list[str]:
+    """The lines of a JSONL file, split on ``\n`` only, as the providers do: a raw U+2028 or CR
+    inside a JSON string is part of its line (``str.splitlines`` would cut there)."""
+    return [line.removesuffix(b"\r").decode("utf-8", "replace") for line in data.split(b"\n")]
+
+
 def jsonl_objects(data: bytes | None, uri: str, required_key: str) -> list[dict[str, Any]]:
     """The objects of a JSONL input file, each with a JSON object under ``required_key``."""
     if data is None:
         raise BadInput(f"Input file {uri} does not exist.")
     items = []
-    for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+    for n, raw in enumerate(jsonl_lines(data), start=1):
         if not raw.strip():
             continue
         try:
@@ -193,6 +199,17 @@ def jsonl_objects(data: bytes | None, uri: str, required_key: str) -> list[dict[
             raise BadInput(f"Line {n} of {uri} has no {required_key!r} object.")
         items.append(item)
     return items
+
+
+def rejected_line(faults: ProviderFaults, items: list[Any]) -> int | None:
+    """The 1-based number of the first request the provider refuses (``reject_text``), or ``None``."""
+    if not faults.reject_text:
+        return None
+    for n, item in enumerate(items, start=1):
+        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+        if faults.reject_text in text:
+            return n
+    return None
 
 
 def shuffled(items: list, faults: ProviderFaults, salt: str) -> list:

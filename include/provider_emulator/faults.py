@@ -28,6 +28,17 @@ class HttpFault(BaseModel):
     should_retry: bool | None = None  # sets x-should-retry: true/false when given
 
 
+class SlowResponse(BaseModel):
+    """Serve the next ``count`` matching calls, then hold each answer ``seconds`` before sending it:
+    the provider has done the work (created the job) and the caller does not know yet."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(gt=0)
+    count: int = Field(1, ge=1)
+    method: str | None = None
+    path: str = ".*"
+
+
 class ProviderFaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
@@ -44,9 +55,14 @@ class ProviderFaults(BaseModel):
     realtime_faults: bool = True
     malformed: dict[MalformedKind, float] = Field(default_factory=dict)
     job_outcome: Literal["normal", "failed_validation", "expired"] = "normal"
+    #: A request whose text holds this is one the provider refuses: a job with such a line fails
+    #: validation as a whole, naming the line (Anthropic refuses the create call), as one bad
+    #: request in a file does at the real services.
+    reject_text: str | None = None
     #: With ``job_outcome: expired``, the share of lines finished before the window closed.
     expire_done_fraction: float = Field(0.5, ge=0, le=1)
     http_errors: list[HttpFault] = Field(default_factory=list)
+    slow_responses: list[SlowResponse] = Field(default_factory=list)
     #: Per model name, the share of enum answers (labels, categories) that are wrong: a weaker
     #: model, for evaluations. Models not named answer as well as the keywords allow.
     model_error_rates: dict[str, float] = Field(default_factory=dict)
@@ -95,7 +111,7 @@ class HttpFaultQueue:
         self._lock = threading.Lock()
         self._pending: list[dict[str, Any]] = []
 
-    def load(self, faults: list[HttpFault]) -> None:
+    def load(self, faults: list[BaseModel]) -> None:
         with self._lock:
             self._pending = [f.model_dump() for f in faults]
 

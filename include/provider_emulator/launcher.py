@@ -65,6 +65,10 @@ class Emulator:
         """Ids of the batch jobs the emulator holds for a provider."""
         return httpx.get(f"{self.base_url}/_emulator/jobs", timeout=10).json()[provider]
 
+    def created(self, provider: str) -> list[str]:
+        """Every job the provider ever created (deleted ones included)."""
+        return httpx.get(f"{self.base_url}/_emulator/created", timeout=10).json()[provider]
+
     def calls(self) -> dict[str, int]:
         return httpx.get(f"{self.base_url}/_emulator/calls", timeout=10).json()
 

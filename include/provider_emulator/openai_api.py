@@ -156,7 +156,7 @@ class OpenAIEmulator:
         if f is None:
             return [{"code": "invalid_file", "message": f"File {b.input_file_id} not found.", "param": "input_file_id", "line": None}]
         problems, seen = [], set()
-        lines = f.data.decode("utf-8", "replace").splitlines()
+        lines = [line for line in core.jsonl_lines(f.data) if line.strip()]
         if len(lines) > MAX_REQUESTS or len(f.data) > MAX_BYTES:
             return [{"code": "too_many_requests", "message": "The input file exceeds the batch limits.", "param": None, "line": None}]
         for n, line in enumerate(lines, start=1):
@@ -173,12 +173,14 @@ class OpenAIEmulator:
                 problems.append({"code": "mismatched_endpoint", "message": f"The url of line {n} does not match the batch endpoint.", "param": "url", "line": n})
             if item.get("method") != "POST":
                 problems.append({"code": "invalid_method", "message": "Only POST is supported.", "param": "method", "line": n})
+            if core.rejected_line(b.faults, [line]):
+                problems.append({"code": "invalid_request", "message": f"Line {n}: the request body is invalid.", "param": "body", "line": n})
         b.total = len(lines)
         return problems[:100]
 
     def _finish(self, b: StoredBatch, status: str, done: int, unfinished_code: str | None) -> None:
         f = self.files[b.input_file_id]
-        items = [json.loads(line) for line in f.data.decode().splitlines()]
+        items = [json.loads(line) for line in core.jsonl_lines(f.data) if line.strip()]
         out_lines, err_lines = [], []
         for i, item in enumerate(items):
             cid = item["custom_id"]
@@ -337,6 +339,7 @@ def router(emu: OpenAIEmulator) -> APIRouter:
                 total=0,
             )
             emu.batches[b.id] = b
+        emu.state.created["openai"].append(b.id)
         return emu.batch_obj(b)
 
     @r.get("/batches")
@@ -369,6 +372,8 @@ def router(emu: OpenAIEmulator) -> APIRouter:
         body = await request.json()
         if not body.get("model") or not body.get("messages"):
             return error(400, "'model' and 'messages' are required.")
+        if core.rejected_line(emu.faults, [body]):
+            return error(400, "The request body is invalid.", param="messages")
         outcome, completion = emu.complete(body, model.dumps(body.get("messages")), realtime=True)
         if outcome.failed:
             return error(emu.faults.line_error_status, "The server had an error while processing your request.", "server_error")

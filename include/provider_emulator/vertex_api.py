@@ -152,6 +152,10 @@ class VertexEmulator:
             job.lines = [item for uri in source for item in core.jsonl_objects(self.gcs.read(uri), uri, "request")]
         except core.BadInput as exc:
             return str(exc)
+        refused = core.rejected_line(job.faults, job.lines)
+        if refused:
+            job.lines = None
+            return f"Failed to import data: line {refused} of the input is not a valid request."
         return None
 
     def _end(self, job: StoredJob, state: str | None, done: int) -> None:
@@ -231,6 +235,7 @@ def router(emu: VertexEmulator) -> APIRouter:
             job = StoredJob(str(secrets.randbelow(9 * 10**17) + 10**17), project, location, body, time.time(),
                             emu.faults.model_copy(deep=True))
             emu.jobs[job.id] = job
+        emu.state.created["vertex"].append(job.id)
         return emu.job_obj(job)
 
     @r.get("/batchPredictionJobs")
@@ -290,6 +295,8 @@ def router(emu: VertexEmulator) -> APIRouter:
         body = await request.json()
         if not body.get("contents"):
             return error(400, "contents is required.")
+        if core.rejected_line(emu.faults, [body]):
+            return error(400, "Request contains an invalid argument.")
         outcome, response = emu.generate(body, f"publishers/{publisher}/models/{model_id}", json.dumps(body.get("contents"), sort_keys=True), realtime=True)
         if outcome.failed:
             status = emu.faults.line_error_status
