@@ -153,15 +153,15 @@ def test_every_terminal_status_moves_every_record(workload, ledger, openai_conn,
     openai_conn.set_faults({provider: {**faults, "min_records_per_job": 1} if provider == "bedrock" else faults})
     n = enough(provider, 6)
     run, adapter, tokens = planned(workload, ledger, tmp_path, n=n)
-    if provider == "anthropic" and status == "failed":
-        # Anthropic validates a batch when it is created: the submit fails, nothing is paid
-        with pytest.raises(Exception, match="could not be validated"):
-            pipeline.submit(workload, ledger, adapter, tokens[0], run)
-        assert set(record_states(ledger).values()) == {"queued"} and openai_conn.jobs(provider) == []
-        return
     job_id = pipeline.submit(workload, ledger, adapter, tokens[0], run)
-    event = wait_until_ended(adapter, job_id)
-    assert event["outcome"] == "ended" and event["status"] == status
+    if provider == "anthropic" and status == "failed":
+        # Anthropic validates a batch when it is created: the create is refused, nothing is paid,
+        # and the ledger keeps the job as one the provider refused
+        assert job_id == f"refused:{tokens[0]}" and openai_conn.jobs(provider) == []
+        assert "could not be validated" in ledger.job(tokens[0]).details["refused"]
+    else:
+        event = wait_until_ended(adapter, job_id)
+        assert event["outcome"] == "ended" and event["status"] == status
     summary = pipeline.collect(workload, ledger, adapter, tokens[0], run)
     states = list(record_states(ledger).values())
     assert states.count("completed") == int(n * done_share)
@@ -198,9 +198,16 @@ def test_collect_twice_changes_nothing_more(workload, ledger, openai_conn, tmp_p
     monkeypatch.setattr(workload, "spec", workload.spec.model_copy(update={"provider": keep_files}))
     first = pipeline.collect(workload, ledger, adapter, tokens[0], run)
     second = pipeline.collect(workload, ledger, adapter, tokens[0], run)
-    assert first["completed"] == n
-    assert second.get("already_collected") == n and "completed" not in second
-    assert len(ledger.history(ledger.job_records(ledger.job(tokens[0]).id)[0].id)) == 3  # queued, submitted, completed
+    assert first["completed"] == n and ledger.job(tokens[0]).status == "completed"
+    assert second["jobs"] == [] and "completed" not in second  # a collected job is not read again
+    # a collect that died after moving the records, before it could record the job's end, is
+    # run again: it reads the results and moves (and pays for) nothing twice
+    job = ledger.job(tokens[0])
+    ledger.update_job(job.id, status="submitted")
+    third = pipeline.collect(workload, ledger, adapter, tokens[0], run)
+    assert third.get("already_collected") == n and "completed" not in third
+    assert ledger.job(tokens[0]).cost_usd == pytest.approx(job.cost_usd)
+    assert len(ledger.history(ledger.job_records(job.id)[0].id)) == 3  # queued, submitted, completed
 
 
 def test_sensor_without_deferral_pokes_until_the_end(workload, ledger, openai_conn, tmp_path, provider):
@@ -209,9 +216,10 @@ def test_sensor_without_deferral_pokes_until_the_end(workload, ledger, openai_co
     _, sensor_cls = job_operators(provider)
     sensor = sensor_cls(task_id="wait", workload="ticket_summaries", token=tokens[0], deferrable=False)
     sensor.__dict__["ledger"] = ledger
-    assert not sensor.poke({}).is_done
+    context = {"run_id": run.run_id, "ds": DAY}
+    assert not sensor.poke(context).is_done
     event = wait_until_ended(adapter, ledger.job(tokens[0]).provider_job_id)
-    done = sensor.poke({})
+    done = sensor.poke(context)
     assert done.is_done and done.xcom_value["status"] == "completed" == event["status"]
 
 

@@ -150,6 +150,34 @@ def test_files_sink_writes_one_file_per_publish_and_nothing_twice(ledger, tmp_pa
     assert {r["source_date"] for r in rows} == {"2026-11-25"}
 
 
+def test_a_files_publish_killed_half_way_is_finished_or_undone_by_the_next(ledger, tmp_path):
+    """A publish that died after writing its file is finished by the next publish (no second
+    file); one that died before is undone (its records go to the next file)."""
+    from airflow.sdk import ObjectStoragePath
+
+    sink = SINK.model_copy(update={"kind": "files", "table": None, "uri": f"file://{tmp_path}/out", "format": "jsonl"})
+    take_in(ledger, "A", "B", "C")
+    ids = answer(ledger, State.COMPLETED, A=output("A"), B=output("B"), C=output("C"))
+    out = tmp_path / "out"
+    out.mkdir()
+    # run-1 wrote down its publication of A and B, wrote the file, and died before moving the records
+    with ledger.engine.begin() as conn:
+        ledger.begin_publication(conn, KEY.workload, "run-1", f"file://{out}/run-1-a.jsonl", [ids["A"], ids["B"]])
+    (out / "run-1-a.jsonl").write_text('{"ticket_id": "A"}\n{"ticket_id": "B"}\n')
+    # run-2 wrote down C and died before its file existed
+    with ledger.engine.begin() as conn:
+        ledger.begin_publication(conn, KEY.workload, "run-2", f"file://{out}/run-2-c.jsonl", [ids["C"]])
+    outcome = files.publish(ledger, KEY, sink, "run-3", "test")
+    assert outcome["published"] == 1  # C, in run-3's own file; A and B stay in run-1's
+    assert sorted(p.name for p in out.iterdir()) == sorted(["run-1-a.jsonl", outcome["file"].rsplit("/", 1)[-1]])
+    with ledger.engine.connect() as conn:
+        assert set(conn.scalars(select(t.records.c.state))) == {"published"}
+    assert ledger.open_publications(KEY.workload) == []
+    reasons = {h.reason for h in ledger.history(ids["A"]) if h.to_state == "published"}
+    assert reasons == {f"written to file://{out}/run-1-a.jsonl by a publish of run run-1 that died before it could say so"}
+    assert ObjectStoragePath(outcome["file"]).read_text().count("\n") == 1
+
+
 def test_backfill_reruns_selected_states_and_invalid_outputs_only_with_a_new_version(ledger):
     take_in(ledger, "A", "B", "C")
     answer(ledger, State.INVALID_OUTPUT, A=output("A"))
@@ -174,6 +202,8 @@ def test_backfill_reruns_selected_states_and_invalid_outputs_only_with_a_new_ver
 
 def test_concurrent_runs_plan_each_record_once(ledger_url):
     """Two runs planning the same queued records at once (PostgreSQL row locks; SQLite serializes)."""
+    from batch_ai.ledger.jobs import Plan
+
     ledger = Ledger.connect(ledger_url)
     take_in(ledger, *[f"T{i}" for i in range(300)])
     barrier = threading.Barrier(2)
@@ -185,7 +215,7 @@ def test_concurrent_runs_plan_each_record_once(ledger_url):
         def make_jobs(records):
             barrier.wait(timeout=30) if ledger.is_postgres else None
             planned[run_id] = [r.id for r in records]
-            return [(f"job-{run_id}", planned[run_id])] if records else []
+            return Plan([(f"job-{run_id}", planned[run_id])] if records else [])
 
         own.plan_jobs(KEY, "openai", run_id, make_jobs)
         own.dispose()

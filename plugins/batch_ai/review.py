@@ -124,7 +124,7 @@ def _edit(rec, who: str, reviewer: str, suffix: str, output: dict[str, Any] | No
     if not isinstance(output, dict):
         raise ReviewError(f"{who}: an edit needs the corrected output as a JSON object")
     w = load_workload(rec.workload).with_versions(rec.prompt_version, rec.schema_version)
-    verdict = OutputValidator(w.output_schema, w.spec.validation).validate(json.dumps(output, ensure_ascii=False), rec.source_id, rec.input)
+    verdict = OutputValidator.for_workload(w).validate(json.dumps(output, ensure_ascii=False), rec.source_id, rec.input)
     if not verdict.ok:
         raise ReviewError(f"{who}: the edited output is not valid: {'; '.join(verdict.errors)}")
     before = rec.output or {}

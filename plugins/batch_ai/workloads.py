@@ -32,14 +32,54 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+FieldType = Literal["string", "integer", "number", "boolean", "array", "object", "any"]
+
+
 class SourceSpec(_Strict):
     kind: Literal["jsonl_file"] = "jsonl_file"
     #: Airflow object-storage URI; ``{ds}``, ``{ds_nodash}``, ``{data_interval_start}`` and
     #: ``{data_interval_end}`` are filled per run, ``${VAR}`` from the environment.
     uri: str
     id_field: str
+    #: What a source id looks like (a regular expression it must match in full), e.g. ``T-[0-9]+``.
+    #: Rows whose id does not match are dead letters; outputs that mention another id matching it
+    #: go to review (``validation.foreign_ids``).
+    id_pattern: str | None = None
+    #: The fields of a row and their JSON types. The prompt may use only these; a row whose field
+    #: has another type is a dead letter. Undeclared fields are kept but not type-checked.
+    fields: dict[str, FieldType] = Field(default_factory=dict)
     required_fields: list[str] = Field(default_factory=list)
+    #: Limits on a whole row as JSON (every field, at any depth): characters and UTF-8 bytes.
     max_text_chars: int = Field(50_000, gt=0)
+    max_input_bytes: int = Field(200_000, gt=0)
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"id_pattern {value!r} is not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _declared(self) -> SourceSpec:
+        if self.fields:
+            undeclared = [f for f in [self.id_field, *self.required_fields] if f not in self.fields]
+            if undeclared:
+                raise ValueError(f"fields {undeclared} are used (id_field, required_fields) but not declared in fields")
+        return self
+
+    def declared_fields(self) -> dict[str, str]:
+        """The declared fields, or, where none are, the id and required fields."""
+        return dict(self.fields) or {name: "any" for name in dict.fromkeys([self.id_field, *self.required_fields])}
+
+    def id_regex(self) -> re.Pattern | None:
+        """``id_pattern`` as it is found inside text (not part of a longer word or id)."""
+        if self.id_pattern is None:
+            return None
+        return re.compile(rf"(?<![\w-])(?:{self.id_pattern})(?![\w-])")
 
 
 class VersionedFile(_Strict):
@@ -88,8 +128,15 @@ class ValidationSpec(_Strict):
     required: list[str] = Field(default_factory=list)
     enums: dict[str, list[str]] = Field(default_factory=dict)
     max_length: dict[str, int] = Field(default_factory=dict)
+    #: No string of the output, at any depth, may hold HTML, a script URL, an event handler, or
+    #: a markdown image or outside link (:mod:`batch_ai.validation.safety`).
     no_html: bool = True
+    #: Hosts a markdown link in an output may point at (none by default).
+    allowed_link_hosts: list[str] = Field(default_factory=list)
     echo_id_field: str | None = None
+    #: An output that mentions another record's source id (``source.id_pattern``), as a prompt
+    #: injection asks ("copy the answer of T-2"): to a person (``review``), ``invalid``, or ``ignore``.
+    foreign_ids: Literal["review", "invalid", "ignore"] = "review"
     spans: list[SpanRule] = Field(default_factory=list)
 
 
@@ -319,8 +366,9 @@ class Workload:
             raise WorkloadError(self.schema_path, f"not a valid JSON Schema: {exc}")
         self._check_rules_against_schema()
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-        self._system = env.from_string(self.system_template)
-        self._user = env.from_string(self.user_template)
+        self._system, self._user = self._templates(env)
+        #: declared fields a row may lack render as empty text rather than failing the render
+        self._absent = {name: "" for name in spec.source.declared_fields()}
 
     def with_versions(self, prompt: str | None = None, schema: str | None = None) -> Workload:
         """This workload with another prompt and/or schema version (a backfill's override).
@@ -373,9 +421,42 @@ class Workload:
         ]
 
     # prompt ---------------------------------------------------------------------------
+    def _templates(self, env: SandboxedEnvironment):
+        """Compile the prompt's templates and check them against the declared source fields, so a
+        misspelt field fails when the DAG is parsed, naming the prompt file and the field."""
+        from jinja2 import TemplateError, nodes
+
+        declared = self.spec.source.declared_fields()
+        compiled = []
+        for part in ("system", "user"):
+            text = self.system_template if part == "system" else self.user_template
+            try:
+                tree = env.parse(text)
+                template = env.from_string(text)
+            except TemplateError as exc:
+                raise WorkloadError(self.prompt_path, f"{part}: not a valid template: {exc}") from None
+            used = {n.attr for n in tree.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == "record"}
+            used |= {n.arg.value for n in tree.find_all(nodes.Getitem)
+                     if isinstance(n.node, nodes.Name) and n.node.name == "record" and isinstance(n.arg, nodes.Const)}
+            unknown = sorted(str(u) for u in used - set(declared))
+            if unknown:
+                raise WorkloadError(
+                    self.prompt_path,
+                    f"{part}: the template uses record.{unknown[0]}, which is not a source field of {self.path.name} "
+                    f"(declared: {', '.join(sorted(declared))}); declare it under source.fields or fix the name",
+                )
+            try:  # a row with every declared field: catches what the names alone do not
+                template.render(record={name: _PROBE[kind] for name, kind in declared.items()})
+            except Exception as exc:  # noqa: BLE001 - any render failure is the template's
+                raise WorkloadError(self.prompt_path, f"{part}: the template fails on a typical row: "
+                                                      f"{type(exc).__name__}: {exc}") from None
+            compiled.append(template)
+        return compiled
+
     def render(self, record: dict[str, Any]) -> tuple[str, str]:
-        """(system, user) messages for one source record."""
-        return self._system.render(record=record).strip(), self._user.render(record=record).strip()
+        """(system, user) messages for one source record; declared fields it lacks render empty."""
+        values = {**self._absent, **record}
+        return self._system.render(record=values).strip(), self._user.render(record=values).strip()
 
     def source_uri(self, *, ds: str, data_interval_start: datetime | None, data_interval_end: datetime | None) -> str:
         uri = re.sub(r"\$\{(\w+)\}", lambda m: _env(m.group(1), self.path), self.spec.source.uri)
@@ -404,6 +485,11 @@ class Workload:
                 raise WorkloadError(
                     self.path, f"validation.enums.{fld} allows {sorted(set(allowed) - set(schema_enum))} not in the schema"
                 )
+
+
+#: A typical value of each declared field type, for checking a template when the DAG is parsed.
+_PROBE: dict[str, Any] = {"string": "text", "integer": 1, "number": 1.5, "boolean": True, "array": ["text"],
+                          "object": {"key": "text"}, "any": "text"}
 
 
 class WorkloadError(ValueError):

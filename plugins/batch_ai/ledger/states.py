@@ -26,9 +26,14 @@ class State(StrEnum):
 #: ``None`` stands for "no record yet" (the first insert).
 ALLOWED: dict[State | None, frozenset[State]] = {
     None: frozenset({State.QUEUED, State.DEAD_LETTER}),
-    State.QUEUED: frozenset({State.SUBMITTED}),
+    # A record that cannot be sent as it is (its rendered request is too big for a job, the
+    # prompt template fails on it) waits for a person, found when its request is built.
+    State.QUEUED: frozenset({State.SUBMITTED, State.REVIEW_REQUIRED}),
     # Straight to review: a refusal, an output matching a review rule, or the random sample.
-    State.SUBMITTED: frozenset({State.COMPLETED, State.INVALID_OUTPUT, State.PROVIDER_ERROR, State.REVIEW_REQUIRED}),
+    # Back to queued: the provider refused the whole job before answering any line, and its
+    # records go round in smaller jobs until the line it refused is found.
+    State.SUBMITTED: frozenset({State.COMPLETED, State.INVALID_OUTPUT, State.PROVIDER_ERROR, State.REVIEW_REQUIRED,
+                                State.QUEUED}),
     State.COMPLETED: frozenset({State.PUBLISHED, State.REVIEW_REQUIRED, State.QUEUED}),
     # An invalid output is re-run only when its source content changes, or by a backfill
     # with a new prompt or schema version (the pipeline refuses to resend it unchanged).
@@ -47,8 +52,27 @@ ALLOWED: dict[State | None, frozenset[State]] = {
 #: States in which a record is waiting on nothing we control.
 TERMINAL = frozenset({State.PUBLISHED, State.REJECTED, State.DEAD_LETTER})
 #: States a backfill may send round again (``rerun_states``); also those from which a changed
-#: source row does.
-REQUEUE_ON_CHANGE = frozenset(s for s, targets in ALLOWED.items() if s and State.QUEUED in targets)
+#: source row does. Not ``submitted``: the job in flight answers for the content it was sent.
+REQUEUE_ON_CHANGE = frozenset(s for s, targets in ALLOWED.items() if s and State.QUEUED in targets) - {State.SUBMITTED}
+
+
+class JobState(StrEnum):
+    """A provider job's state in the ledger (its provider's own status is in its details)."""
+
+    PLANNED = "planned"      # its records chosen and its token written, before any paid call
+    SUBMITTED = "submitted"  # the provider accepted it; not collected yet
+    RELEASED = "released"    # planned by a run that died, and not found at the provider: its records were freed
+    EMPTY = "empty"          # nothing was left to submit when its turn came
+    SPLIT = "split"          # the provider refused it as a whole; its records went into smaller jobs
+    # collected, ending with the provider's normalized status
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+#: Jobs a run still has to finish: submit, or wait for and collect.
+OPEN_JOBS = frozenset({JobState.PLANNED, JobState.SUBMITTED})
 
 
 class IllegalTransition(ValueError):

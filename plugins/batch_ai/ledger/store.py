@@ -19,65 +19,17 @@ from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, s
 from sqlalchemy.dialects import postgresql, sqlite
 
 from batch_ai.ledger import tables as t
+from batch_ai.ledger.common import CHUNK, Change, IntakeRow, RecordKey, chunks, utcnow
 from batch_ai.ledger.engine import ledger_url, make_engine
+from batch_ai.ledger.jobs import JobsMixin
+from batch_ai.ledger.publications import PublicationsMixin
 from batch_ai.ledger.states import REQUEUE_ON_CHANGE, IllegalTransition, State, check_transitions
+
+__all__ = ["CHUNK", "Change", "IntakeRow", "Ledger", "RecordKey", "chunks", "utcnow"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000  # ids per IN (...) clause / rows per executemany
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-@dataclass(frozen=True)
-class RecordKey:
-    """The version part of a record's idempotency key (the rest is its source id)."""
-
-    workload: str
-    prompt_version: str
-    model: str
-    schema_version: str
-
-    def where(self):
-        c = t.records.c
-        return and_(
-            c.workload == self.workload,
-            c.prompt_version == self.prompt_version,
-            c.model == self.model,
-            c.schema_version == self.schema_version,
-        )
-
-
-@dataclass
-class IntakeRow:
-    """One row read from the source, already checked by the extractor."""
-
-    row_number: int
-    source_id: str  # the row's id, or a key made from its content when it has none
-    data: Any
-    content_hash: str
-    malformed: str | None = None  # why the row cannot be sent to a model
-    source_date: date | None = None  # the day of the source file it was read from
-
-
-@dataclass
-class Change:
-    """A state change of one record, with the columns that change along with it."""
-
-    record_id: int
-    to: State
-    reason: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-class Ledger:
+class Ledger(JobsMixin, PublicationsMixin):
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
@@ -110,26 +62,37 @@ class Ledger:
         run_id: str | None = None,
         job_id: int | None = None,
         expect_from: State | None = None,
-    ) -> None:
-        """Apply state changes in bulk inside ``conn``'s transaction, with audit rows.
+        only_from: State | None = None,
+        in_job: int | None = None,
+    ) -> list[Change]:
+        """Apply state changes in bulk inside ``conn``'s transaction, with audit rows. Returns the
+        changes applied.
 
         ``expect_from``: every record must be in that state now (checked under the row lock),
-        for a decision taken on what a person saw."""
+        for a decision taken on what a person saw. ``only_from`` (and ``in_job``): changes of
+        records no longer in that state (or job) are left out instead, for moves that another
+        process may have made first (two runs collecting the same job)."""
         if not changes:
-            return
+            return []
         ids = [c.record_id for c in changes]
         if len(set(ids)) != len(ids):
             dupes = [i for i, n in Counter(ids).items() if n > 1]
             raise ValueError(f"records changed twice in one operation: {dupes[:10]}")
+        rc = t.records.c
         current: dict[int, Any] = {}
         for chunk in chunks(ids):
-            q = select(t.records.c.id, t.records.c.state, t.records.c.attempts).where(t.records.c.id.in_(chunk))
+            q = select(rc.id, rc.state, rc.attempts, rc.job_id).where(rc.id.in_(chunk))
             if self.is_postgres:
                 q = q.with_for_update()
             current.update({row.id: row for row in conn.execute(q)})
         missing = [i for i in ids if i not in current]
         if missing:
             raise KeyError(f"unknown record ids: {missing[:10]}")
+        if only_from is not None:
+            changes = [c for c in changes if current[c.record_id].state == only_from
+                       and (in_job is None or current[c.record_id].job_id == in_job)]
+            if not changes:
+                return []
         if expect_from is not None:
             moved = [f"record {i} is {current[i].state}" for i in ids if current[i].state != expect_from]
             if moved:
@@ -139,8 +102,11 @@ class Ledger:
         now = utcnow()
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for c in changes:
-            cols = tuple(sorted(c.values))
-            params = {f"p_{k}": v for k, v in c.values.items()}
+            values = c.values
+            if c.to == State.QUEUED and "job_id" not in values:
+                values = {**values, "job_id": None}  # queued again: free for any job to take
+            cols = tuple(sorted(values))
+            params = {f"p_{k}": v for k, v in values.items()}
             params.update(p_id=c.record_id, p_state=str(c.to))
             by_columns.setdefault(cols, []).append(params)
         for cols, params in by_columns.items():
@@ -167,10 +133,11 @@ class Ledger:
         ]
         for part in chunks(audit_rows):
             conn.execute(insert(t.audit), list(part))
+        return list(changes)
 
-    def transition(self, changes: Sequence[Change], **kwargs) -> None:
+    def transition(self, changes: Sequence[Change], **kwargs) -> list[Change]:
         with self.engine.begin() as conn:
-            self.apply(conn, changes, **kwargs)
+            return self.apply(conn, changes, **kwargs)
 
     def move(self, key: RecordKey, state: State, decide: Callable[[Any], Change | None], **kwargs) -> list[Change]:
         """Change records now in ``state`` as ``decide(record)`` says (``None``: leave it).
@@ -465,144 +432,6 @@ class Ledger:
             conn.execute(insert(t.intake), list(part))
         return outcome
 
-    # -- jobs ----------------------------------------------------------------------------
-
-    #: A job planned this long ago and never submitted (its run died) gives its records up.
-    STALE_PLAN = timedelta(hours=6)
-
-    def plan_jobs(
-        self,
-        key: RecordKey,
-        provider: str,
-        run_id: str,
-        make_jobs: Callable[[list[Any]], list[tuple[str, list[int]]]],
-        *,
-        limit: int | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> list[tuple[str, int]]:
-        """Claim the queued records no live run has planned, and write the jobs ``make_jobs``
-        groups them into (status ``planned``), before any paid call. Returns (token, size) pairs.
-
-        On PostgreSQL the claim locks the rows and skips those another run is claiming, so a
-        nightly run and a backfill over the same records never plan (and pay for) one twice.
-        ``limit`` caps the records this run submits, retries of its own records not counted.
-        """
-        rc, jc, ac = t.records.c, t.jobs.c, t.audit.c
-        now = utcnow()
-        taken = select(jc.id).where(jc.status == "planned", or_(jc.run_id == run_id, jc.created_at > now - self.STALE_PLAN))
-        q = (
-            select(rc.id, rc.source_id, rc.input, rc.attempts)
-            .where(key.where(), rc.state == State.QUEUED)
-            .where(or_(rc.job_id.is_(None), rc.job_id.not_in(taken)))
-            .order_by(rc.id)
-        )
-        if self.is_postgres:
-            q = q.with_for_update(skip_locked=True, of=t.records)
-        with self.engine.begin() as conn:
-            records = list(conn.execute(q))
-            if limit is not None:
-                in_run = set(conn.scalars(select(ac.record_id).distinct().where(ac.run_id == run_id, ac.to_state == State.SUBMITTED)))
-                room = max(0, limit - len(in_run))
-                retries = [r for r in records if r.id in in_run]
-                others = [r for r in records if r.id not in in_run][:room]
-                records = sorted(retries + others, key=lambda r: r.id)
-            planned = []
-            for token, record_ids in make_jobs(records):
-                job_id = conn.execute(
-                    insert(t.jobs)
-                    .values(token=token, workload=key.workload, run_id=run_id, provider=provider, model=key.model,
-                            status="planned", record_count=len(record_ids), created_at=now, details=details)
-                    .returning(jc.id)
-                ).scalar_one()
-                for chunk in chunks(list(record_ids)):
-                    conn.execute(update(t.records).where(rc.id.in_(chunk), rc.state == State.QUEUED).values(job_id=job_id))
-                planned.append((token, len(record_ids)))
-        return planned
-
-    def planned_tokens(self, workload: str, run_id: str, *, open_only: bool = False) -> list[str]:
-        """Tokens of the run's jobs; ``open_only``: batch jobs not yet collected (planned or submitted)."""
-        jc = t.jobs.c
-        q = select(jc.token).where(jc.workload == workload, jc.run_id == run_id).order_by(jc.id)
-        if open_only:
-            q = q.where(jc.status.in_(["planned", "submitted"]))
-        with self.engine.connect() as conn:
-            return list(conn.scalars(q))
-
-    def provider_job_ids(self, provider: str) -> list[str]:
-        """Every provider job id the ledger holds for a provider."""
-        jc = t.jobs.c
-        with self.engine.connect() as conn:
-            return list(conn.scalars(select(jc.provider_job_id).where(jc.provider == provider, jc.provider_job_id.is_not(None))))
-
-    def job(self, token: str) -> Any:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.jobs).where(t.jobs.c.token == token)).first()
-        if row is None:
-            raise KeyError(f"no job with token {token!r} in the ledger")
-        return row
-
-    def job_records(self, job_id: int, state: State | None = None) -> list[Any]:
-        rc = t.records.c
-        q = select(rc.id, rc.source_id, rc.input, rc.attempts, rc.custom_id, rc.state, rc.cost_usd).where(rc.job_id == job_id)
-        if state is not None:
-            q = q.where(rc.state == state)
-        with self.engine.connect() as conn:
-            return list(conn.execute(q.order_by(rc.id)))
-
-    def update_job(self, job_id: int, **values) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
-
-    def add_job_usage(self, job_id: int, *, status: str, details: dict, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
-        """Record a collected job's end and add this collection's usage to its totals."""
-        jc = t.jobs.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.jobs)
-                .where(jc.id == job_id)
-                .values(
-                    status=status,
-                    details=details,
-                    ended_at=func.coalesce(jc.ended_at, utcnow()),
-                    input_tokens=func.coalesce(jc.input_tokens, 0) + input_tokens,
-                    output_tokens=func.coalesce(jc.output_tokens, 0) + output_tokens,
-                    cost_usd=func.coalesce(jc.cost_usd, 0.0) + cost_usd,
-                )
-            )
-
-    def mark_submitted(
-        self, job_id: int, provider_job_id: str, details: dict, custom_ids: dict[int, str], run_id: str, actor: str
-    ) -> None:
-        """Record the provider's job id and move the job's queued records to ``submitted``."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            planned = conn.scalar(select(t.jobs.c.details).where(t.jobs.c.id == job_id)) or {}
-            conn.execute(
-                update(t.jobs)
-                .where(t.jobs.c.id == job_id)
-                .values(provider_job_id=provider_job_id, status="submitted", submitted_at=now, details={**planned, **details})
-            )
-            attempts = dict(
-                conn.execute(
-                    select(t.records.c.id, t.records.c.attempts).where(t.records.c.id.in_(list(custom_ids)))
-                ).all()
-            )
-            self.apply(
-                conn,
-                [
-                    Change(
-                        rid,
-                        State.SUBMITTED,
-                        f"in provider job {provider_job_id}",
-                        {"custom_id": cid, "attempts": attempts[rid] + 1, "submitted_at": now},
-                    )
-                    for rid, cid in custom_ids.items()
-                ],
-                actor=actor,
-                run_id=run_id,
-                job_id=job_id,
-            )
-
     # -- reading -------------------------------------------------------------------------
 
     def records_in_state(self, key: RecordKey, state: State) -> list[Any]:
@@ -717,14 +546,16 @@ class Ledger:
         with self.engine.connect() as conn:
             for state in states:
                 rows = conn.execute(
-                    select(rc.source_id, rc.error_message)
+                    select(rc.source_id, rc.error_message, ic.reason)
                     .select_from(t.intake.join(t.records, ic.record_id == rc.id))
                     .where(ic.workload == workload, ic.run_id == run_id, ic.disposition == "record", rc.state == state)
                     .order_by(rc.id)
                     .limit(per_state)
                 ).all()
                 if rows:
-                    out[str(state)] = [{"source_id": r.source_id, "reason": r.error_message} for r in rows]
+                    # a dead letter's reason as this run read it (its file and line), not as first seen
+                    out[str(state)] = [{"source_id": r.source_id, "reason": (r.reason if state == State.DEAD_LETTER else None)
+                                        or r.error_message} for r in rows]
         return out
 
     def mean_output_tokens(self, workload: str) -> float | None:
@@ -733,16 +564,3 @@ class Ledger:
         with self.engine.connect() as conn:
             value = conn.scalar(select(func.avg(rc.output_tokens)).where(rc.workload == workload, rc.output_tokens > 0))
         return float(value) if value is not None else None
-
-    def jobs_by_id(self, ids) -> list[Any]:
-        ids = list(ids)
-        out: list[Any] = []
-        with self.engine.connect() as conn:
-            for chunk in chunks(ids):
-                out += list(conn.execute(select(t.jobs).where(t.jobs.c.id.in_(chunk))))
-        return out
-
-    def run_jobs(self, workload: str, run_id: str) -> list[Any]:
-        jc = t.jobs.c
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(t.jobs).where(jc.workload == workload, jc.run_id == run_id).order_by(jc.id)))

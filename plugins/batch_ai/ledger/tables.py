@@ -76,15 +76,21 @@ jobs = Table(
     Column("provider", String(30), nullable=False),
     Column("model", String(100), nullable=False),
     Column("provider_job_id", String(200), nullable=True),
-    Column("status", String(30), nullable=False),  # planned | submitted | <normalized terminal status>
+    Column("status", String(30), nullable=False),  # a states.JobState
     Column("record_count", Integer, nullable=False, default=0),
     Column("details", JSON, nullable=True),  # provider file ids, request counts, errors
+    # a smaller job made from the records of a job the provider refused as a whole
+    Column("parent_id", ForeignKey("batch_ai_jobs.id"), nullable=True),
+    # the run that took the job over from the run that started it (and died), to finish it
+    Column("adopted_by", String(250), nullable=True),
     Column("input_tokens", Integer, nullable=True),
     Column("output_tokens", Integer, nullable=True),
     Column("cost_usd", Float, nullable=True),
+    Column("repeat_cost_usd", Float, nullable=True),  # of cost_usd: later attempts of records
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("submitted_at", DateTime(timezone=True), nullable=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
+    Index("ix_batch_ai_jobs_open", "workload", "status"),
 )
 
 audit = Table(
@@ -145,4 +151,20 @@ artifact_versions = Table(
     Column("sha256", String(64), nullable=False),
     Column("path", String(500), nullable=False),
     Column("first_seen_at", DateTime(timezone=True), nullable=False),
+)
+
+# A publish to files, written down before its file is: a publish killed between writing the file
+# and moving its records to published is finished by the next one (the file is there) or
+# undone (it is not), so a record is never written to two files.
+publications = Table(
+    "batch_ai_publications",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("workload", String(100), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("target", String(1000), nullable=False),  # the file's URI
+    Column("record_ids", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_batch_ai_publications_open", "workload", "completed_at"),
 )

@@ -12,7 +12,8 @@ from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue
 from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from batch_ai import pipeline
+from batch_ai import bisect, pipeline
+from batch_ai.ledger.states import JobState
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers import BatchProvider
 from batch_ai.report import build_report, format_dry_run, format_report
@@ -125,9 +126,14 @@ class SampleOperator(WorkloadOperator):
 
 
 class PlanJobsOperator(WorkloadOperator):
-    """Split queued records into provider jobs within the limits; returns one token per job."""
+    """Take over earlier runs' unfinished jobs (asking the provider), then split queued records
+    into provider jobs within the limits; returns one token per job to finish."""
 
     def __init__(self, *, round_no: int = 0, **kwargs):
+        kwargs.setdefault("retries", 2)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        kwargs.setdefault("retry_exponential_backoff", True)
+        kwargs.setdefault("retry_policy", ProviderCallRetryPolicy())
         super().__init__(**kwargs)
         self.round_no = round_no  # 0: the run's first pass; n: retry round n
 
@@ -172,8 +178,11 @@ class BatchSubmitOperator(_JobOperatorMixin, WorkloadOperator):
 class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
     """Wait for a job to end, deferred to the triggerer by default; returns the job's final status.
 
-    Every terminal status ends the wait (partial results are collected next); only a wait
-    that cannot tell (timeout, repeated poll failures) fails the task.
+    Every terminal status ends the wait (partial results are collected next). A job the provider
+    refuses as a whole is halved here until the request it refuses is found (:mod:`batch_ai.bisect`),
+    waiting in the triggerer between rounds. A job still running when the wait's time is up is
+    left for the next run, which adopts it (or, with ``deadline.on_miss: realtime``, answered by
+    real-time calls); only a wait that cannot tell (repeated poll failures) fails the task.
     """
 
     template_fields: Sequence[str] = ("workload", "token")
@@ -186,16 +195,27 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         self.token = token
         self.deferrable = deferrable
 
-    def _provider_job_id(self) -> str:
+    def _advance(self, context):
+        """The job (tree) moved forward; a job still running at the provider, or None when all ended."""
         job = self.ledger.job(self.token)
-        if not job.provider_job_id:
+        if not job.provider_job_id and job.status != JobState.SPLIT:
             raise AirflowSkipException(f"job {self.token} was not submitted (nothing to wait for)")
-        return job.provider_job_id
+        return bisect.advance(self.wl, self.ledger, self.adapter, self.token, self.run_info(context))
 
     def poke(self, context) -> PokeReturnValue:
-        info = self.adapter.get_job(self._provider_job_id())
-        self.log.info("job %s: %s %s", info.provider_job_id, info.raw_status, info.counts)
-        return PokeReturnValue(is_done=info.terminal, xcom_value=info.as_event() if info.terminal else None)
+        running = self._advance(context)
+        if running is not None:
+            self.log.info("job %s: %s %s", running.provider_job_id, running.raw_status, running.counts)
+        return PokeReturnValue(is_done=running is None, xcom_value=self._summary() if running is None else None)
+
+    def _summary(self, **more) -> dict[str, Any]:
+        """The wait's result: the job as the provider ended it (or as halved, when it was refused)."""
+        job = self.ledger.job(self.token)
+        jobs = len(self.ledger.job_tree(job.id))
+        if job.status == JobState.SPLIT:
+            return {"provider_job_id": job.provider_job_id, "status": "split", "raw_status": "refused as a whole, halved",
+                    "counts": None, "error": (job.details or {}).get("refused"), "jobs": jobs, **more}
+        return {**pipeline.provider_job(self.adapter, job).as_event(), "jobs": jobs, **more}
 
     def _due(self, context):
         """The deadline, when missing it sends the job's records through real-time calls."""
@@ -205,52 +225,62 @@ class BatchJobSensor(_JobOperatorMixin, WorkloadMixin, BaseSensorOperator):
         dag_run = context.get("dag_run")
         return pipeline.deadline_at(self.wl, self.ledger, self.run_info(context), getattr(dag_run, "queued_at", None))
 
-    def _fallback(self, context, due) -> dict[str, Any]:
-        summary = pipeline.deadline_fallback(self.wl, self.ledger, self.adapter, self.token, self.run_info(context), due)
-        return {"provider_job_id": self.ledger.job(self.token).provider_job_id, "status": "cancelled",
-                "raw_status": "deadline missed: answered in real time", "deadline_fallback": summary}
+    def _wait_until(self, context):
+        """When this wait gives up on the job: the wait timeout after it was submitted, or the
+        deadline (with ``on_miss: realtime``), whichever is sooner. A wall-clock time, so a wait
+        resumed elsewhere (another triggerer, a retried task) does not start its clock again."""
+        job = self.ledger.job(self.token)
+        submitted = pipeline.aware(job.submitted_at or job.created_at)
+        until = submitted + timedelta(hours=self.wl.spec.provider.wait_timeout_hours)
+        due = self._due(context)
+        return (min(until, due), True) if due is not None and due < until else (until, False)
+
+    def _out_of_time(self, context, deadline: bool) -> dict[str, Any]:
+        run = self.run_info(context)
+        if deadline:
+            due = self._due(context)
+            summary = None
+            for job in self.ledger.job_tree(self.ledger.job(self.token).id):
+                if job.status == JobState.SUBMITTED and not job.provider_job_id.startswith((pipeline.REFUSED, pipeline.REALTIME)):
+                    summary = pipeline.deadline_fallback(self.wl, self.ledger, self.adapter, job.token, run, due)
+            return self._ended(self._summary(deadline_fallback=summary, raw_status="deadline missed: answered in real time"))
+        self.log.warning("job %s: still running after %.0f h; left for the next run, which adopts it and collects it",
+                         self.token, self.wl.spec.provider.wait_timeout_hours)
+        return self._ended(self._summary(still_running=True))
 
     def execute(self, context) -> Any:
         self._check_provider()
         if not self.deferrable:
             return super().execute(context)
-        provider_job_id = self._provider_job_id()
-        info = self.adapter.get_job(provider_job_id)
-        if info.terminal:
-            return self._ended(info.as_event())
+        running = self._advance(context)
+        if running is None:
+            return self._ended(self._summary())
+        until, is_deadline = self._wait_until(context)
+        if pipeline.utcnow() >= until:
+            return self._out_of_time(context, is_deadline)
         p = self.wl.spec.provider
         from batch_ai.triggers.batch import BatchJobTrigger
 
         cap = max_wait()
-        timeout = p.wait_timeout_hours * 3600
-        due = self._due(context)
-        if due is not None:
-            left = (due - pipeline.utcnow()).total_seconds()
-            if left <= 0:
-                return self._ended(self._fallback(context, due))
-            timeout = min(timeout, left)
-
         self.defer(
             trigger=BatchJobTrigger(
                 provider=p.name,
                 conn_id=self.wl.conn_id,
-                provider_job_id=provider_job_id,
+                provider_job_id=running.provider_job_id,
                 options=self.adapter.options,
                 poll_interval=min(p.poll_interval_seconds, cap),
                 max_poll_interval=min(p.max_poll_interval_seconds, cap),
-                timeout=timeout,
+                timeout=(until - pipeline.utcnow()).total_seconds(),
             ),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("timed_out"):
-            due = self._due(context)
-            if due is not None and pipeline.utcnow() >= due:
-                return self._ended(self._fallback(context, due))
+            return self._out_of_time(context, self._wait_until(context)[1])
         if event.get("outcome") == "error":
             raise AirflowException(f"waiting for job {self.token} ({event.get('provider_job_id')}): {event['message']}")
-        return self._ended(event)
+        return self.execute(context)  # that job ended: the rest of the tree, or the end
 
     def _ended(self, event: dict[str, Any]) -> dict[str, Any]:
         self.log.info("job %s ended %s (%s) %s", event["provider_job_id"], event["status"], event["raw_status"], event.get("counts"))
@@ -340,12 +370,20 @@ class ReportOperator(WorkloadOperator):
             for line in format_dry_run(forecast).splitlines():
                 self.log.info("%s", line)
             return forecast
-        report = build_report(self.wl, self.ledger, run.run_id)
+        from batch_ai.recovery import open_work
+
+        work = open_work(self.wl, self.ledger, self.adapter, run.run_id)
+        report = build_report(self.wl, self.ledger, run.run_id, work)
         self.ledger.finish_run(self.workload, run.run_id, report)
         for line in format_report(report).splitlines():
             self.log.info("%s", line)
         if report["lost"] != 0:
             raise AirflowException(f"{report['lost']} extracted row(s) are in no state: this is a bug, see the ledger")
+        if work["stranded"]:
+            stuck = sum(r["records"] for r in work["stranded"])
+            raise AirflowException(f"{stuck} record(s) are left queued or submitted in jobs nothing is finishing "
+                                   f"({', '.join(r['token'] for r in work['stranded'])}): see the report; the next run "
+                                   f"adopts what it can")
         return report
 
 

@@ -22,11 +22,13 @@ from batch_ai.providers.base import (
     ErrorKind,
     JobExpectation,
     JobInfo,
+    JobRefused,
     JobStatus,
     Prompt,
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    split_jsonl,
     strip_keywords,
 )
 
@@ -99,7 +101,14 @@ class AnthropicBatchProvider(BatchProvider):
         return {"custom_id": custom_id, "params": self._params(prompt, options)}
 
     def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        batch = self.client.messages.batches.create(requests=list(requests))
+        import anthropic
+
+        try:
+            batch = self.client.messages.batches.create(requests=list(requests))
+        except anthropic.BadRequestError as exc:  # the batch was validated when created, and refused
+            body = exc.body if isinstance(exc.body, dict) else {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            raise JobRefused(f"{error.get('type', 'invalid_request_error')}: {error.get('message') or exc}") from exc
         log.info("created message batch %s for %s (%d requests)", batch.id, token, len(requests))
         return self._info(batch)
 
@@ -168,18 +177,32 @@ class AnthropicBatchProvider(BatchProvider):
         )
 
     def iter_results(self, job: JobInfo) -> Iterator[Result]:
-        for item in self.client.messages.batches.results(job.provider_job_id):
-            result = item.result
-            if result.type == "succeeded":
-                yield claude_result(item.custom_id, result.message.model_dump(mode="json"))
-            elif result.type == "errored":
-                err = result.error.error
-                yield Result(item.custom_id, error_kind=_ERROR_TYPES.get(err.type, ErrorKind.UNKNOWN),
-                             error_message=f"{err.type}: {err.message}")
-            elif result.type == "canceled":
-                yield Result(item.custom_id, error_kind=ErrorKind.CANCELLED, error_message="canceled before processing")
-            else:
-                yield Result(item.custom_id, error_kind=ErrorKind.EXPIRED, error_message="expired before processing")
+        # the SDK's request (auth, results_url), read as raw lines so one unreadable line is only that
+        results = self.client.messages.batches.results(job.provider_job_id)
+        where = f"results of message batch {job.provider_job_id}"
+        try:
+            for number, line in enumerate(split_jsonl(results.http_response.iter_bytes()), start=1):
+                yield self._parse_line(line, where, number)
+        finally:
+            results.close()
+
+    @staticmethod
+    def _parse_line(line: bytes, where: str, number: int) -> Result:
+        try:
+            item = json.loads(line)
+            custom_id, result = item["custom_id"], item["result"]
+            kind = result["type"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return Result.unreadable(where, number, f"not a batch result line ({exc})")
+        if kind == "succeeded":
+            return claude_result(custom_id, result.get("message") or {})
+        if kind == "errored":
+            err = (result.get("error") or {}).get("error") or {}
+            return Result(custom_id, error_kind=_ERROR_TYPES.get(err.get("type"), ErrorKind.UNKNOWN),
+                          error_message=f"{err.get('type')}: {err.get('message')}")
+        if kind == "canceled":
+            return Result(custom_id, error_kind=ErrorKind.CANCELLED, error_message="canceled before processing")
+        return Result(custom_id, error_kind=ErrorKind.EXPIRED, error_message="expired before processing")
 
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
         import anthropic

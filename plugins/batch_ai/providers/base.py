@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from datetime import datetime
@@ -60,6 +60,11 @@ def error_kind_for_http_status(status: int) -> ErrorKind:
     return ErrorKind.BAD_REQUEST
 
 
+class JobRefused(Exception):
+    """The provider refused a whole job when it was created (Anthropic validates a batch then):
+    nothing was created or paid for, and the message says which request it objected to."""
+
+
 @dataclass
 class JobInfo:
     provider_job_id: str
@@ -87,7 +92,7 @@ class JobInfo:
 class Result:
     """One line of a job's results, or one real-time answer."""
 
-    custom_id: str
+    custom_id: str | None  # None: a line that could not be read (see :meth:`unreadable`)
     output_text: str | None = None
     refusal: str | None = None
     error_kind: ErrorKind | None = None
@@ -98,6 +103,12 @@ class Result:
     @property
     def answered(self) -> bool:
         return self.error_kind is None
+
+    @classmethod
+    def unreadable(cls, where: str, number: int, problem: object) -> Result:
+        """A result line that cannot be read (cut off, or not in the provider's format). The rest
+        are read on; the record it was for gets no result, which makes it a transient error."""
+        return cls(None, error_kind=ErrorKind.UNKNOWN, error_message=f"{where} line {number} is unreadable: {problem}"[:500])
 
 
 @dataclass(frozen=True)
@@ -201,9 +212,28 @@ def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:
     return schema
 
 
-def jsonl_line(request: dict[str, Any]) -> bytes:
-    """One request as a line of a JSONL upload."""
-    return json.dumps(request, ensure_ascii=False).encode() + b"\n"
+def jsonl_line(request: dict[str, Any], default=None) -> bytes:
+    """One request as a line of a JSONL upload. U+2028 and U+2029 are written escaped: JSON allows
+    them raw inside strings, but a reader that splits lines as Unicode does (``str.splitlines``)
+    would cut the line there; only ``\n`` ends a line."""
+    text = json.dumps(request, ensure_ascii=False, default=default)
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text.encode() + b"\n"
+
+
+def split_jsonl(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a streamed JSONL body, split on ``\n`` only (not on CR, U+2028 or U+2029, which
+    a line-splitter for text would also cut at), without line ends; blank lines skipped."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        *complete, rest = rest.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line.removesuffix(b"\r")
+    if rest.strip():
+        yield rest.removesuffix(b"\r")
 
 
 def to_jsonl(requests: Sequence[dict[str, Any]]) -> bytes:

@@ -31,6 +31,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    split_jsonl,
     to_jsonl,
 )
 
@@ -184,17 +185,16 @@ class BedrockBatchProvider(BatchProvider):
         client = self.s3.get_conn()
         for key in sorted(k for k in self.s3.list_keys(bucket_name=bucket, prefix=prefix) or [] if k.endswith(".jsonl.out")):
             body = client.get_object(Bucket=bucket, Key=key)["Body"]
-            for number, line in enumerate(body.iter_lines(), start=1):  # streamed
-                if line.strip():
-                    yield self._parse_record(line, f"s3://{bucket}/{key}", number)
+            for number, line in enumerate(split_jsonl(body.iter_chunks(1 << 20)), start=1):  # streamed
+                yield self._parse_record(line, f"s3://{bucket}/{key}", number)
 
     @staticmethod
     def _parse_record(line: bytes, where: str, number: int) -> Result:
         try:
             record = json.loads(line)
             custom_id = record["recordId"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{where} line {number} is not a batch output record: {exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            return Result.unreadable(where, number, f"not a batch output record ({exc})")
         if record.get("error"):
             err = record["error"]
             code = err.get("errorCode")

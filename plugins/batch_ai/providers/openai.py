@@ -25,6 +25,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    split_jsonl,
     strip_keywords,
     to_jsonl,
 )
@@ -157,17 +158,16 @@ class OpenAIBatchProvider(BatchProvider):
             if not file_id:
                 continue
             with self.client.files.with_streaming_response.content(file_id) as response:
-                for number, line in enumerate(response.iter_lines(), start=1):
-                    if line.strip():
-                        yield self._parse_line(line, file_id, number)
+                for number, line in enumerate(split_jsonl(response.iter_bytes()), start=1):
+                    yield self._parse_line(line, file_id, number)
 
     @staticmethod
-    def _parse_line(line: str, file_id: str, number: int) -> Result:
+    def _parse_line(line: bytes, file_id: str, number: int) -> Result:
         try:
             item = json.loads(line)
             custom_id = item["custom_id"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"result file {file_id} line {number} is not a batch result line: {exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            return Result.unreadable(f"result file {file_id}", number, f"not a batch result line ({exc})")
         response, error = item.get("response"), item.get("error")
         if response and response.get("status_code") == 200:
             return _from_completion(custom_id, response.get("body") or {})

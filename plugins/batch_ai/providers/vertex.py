@@ -28,6 +28,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    split_jsonl,
     strip_keywords,
     to_jsonl,
 )
@@ -214,18 +215,18 @@ class VertexBatchProvider(BatchProvider):
         names = sorted(n for n in self.gcs.list(bucket_name=bucket, prefix=prefix) if n.endswith(".jsonl"))
         storage_bucket = self.gcs.get_conn().bucket(bucket)
         for name in names:
-            with storage_bucket.blob(name).open("r", encoding="utf-8") as fh:  # streamed in chunks
-                for number, line in enumerate(fh, start=1):
-                    if line.strip():
-                        yield self._parse_row(line, f"gs://{bucket}/{name}", number)
+            with storage_bucket.blob(name).open("rb") as fh:  # streamed in chunks
+                chunks = iter(lambda: fh.read(1 << 20), b"")
+                for number, line in enumerate(split_jsonl(chunks), start=1):
+                    yield self._parse_row(line, f"gs://{bucket}/{name}", number)
 
     @staticmethod
-    def _parse_row(line: str, where: str, number: int) -> Result:
+    def _parse_row(line: bytes, where: str, number: int) -> Result:
         try:
             row = json.loads(line)
             custom_id = row["request"]["labels"]["custom_id"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{where} line {number} is not a prediction row with our custom id: {exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            return Result.unreadable(where, number, f"not a prediction row with our custom id ({exc})")
         if row.get("status"):
             code = str(row["status"]).split(":", 1)[0].strip()
             return Result(custom_id, error_kind=_ROW_ERRORS.get(code, ErrorKind.UNKNOWN), error_message=str(row["status"])[:500])

@@ -1,15 +1,18 @@
 """Files sink: each publish writes one Parquet or JSONL file to Airflow object storage.
 
-The file is written under a temporary name and renamed into place, and the records move to
-``published`` in the transaction that commits after the rename: readers of the directory
-(which skip names starting with ``_``) never see half a file, and a failed publish leaves
-its records ``completed`` for the next one. A retried publish of the same records writes the
-same file name; another publish, even in the same run, writes another file. Readers take, per key, the row with the latest ``source_date`` (then
-``published_at``): a file is an append-only log, never rewritten.
+The publish is written down first (a publication: its file and records, see
+:mod:`batch_ai.ledger.publications`), then the file is written under a temporary name and
+renamed into place, then the records move to ``published``. Readers of the directory (which
+skip names starting with ``_``) never see half a file; a publish killed before the rename leaves
+its records ``completed`` for the next one, and one killed after it is finished by the next one,
+so no record is written to two files. Another publish, even in the same run, writes another
+file. Readers take, per key, the row with the latest ``source_date`` (then ``published_at``): a
+file is an append-only log, never rewritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -45,7 +48,9 @@ def file_name(run_id: str, record_ids: list[int], fmt: str) -> str:
 
 def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
     if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode()
+        from batch_ai.providers.base import jsonl_line
+
+        return b"".join(jsonl_line(r, default=str) for r in rows)
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -61,14 +66,26 @@ def publish(ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str,
             only: list[int] | None = None) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
+    from batch_ai.ledger.publications import claim_token
+
     base = ObjectStoragePath(_expand(sink.uri).rstrip("/") + "/")
+    settled = ledger.settle_publications(key.workload, lambda uri: ObjectStoragePath(uri).exists(), actor=actor,
+                                         run_id=run_id)
+    if any(settled.values()):
+        log.warning("publications of earlier runs that died half-way: %s", settled)
     now = utcnow()
-    with ledger.engine.begin() as conn:
-        records = ledger.lock_ready(conn, key, only)  # a concurrent publish takes the others
-        if not records:
-            log.info("nothing to publish to %s", base)
-            return {"published": 0, "file": None}
-        name = file_name(run_id, [r.id for r in records], sink.format)
+    with contextlib.ExitStack() as stack:
+        with ledger.engine.begin() as conn:
+            held = ledger.held_by_open_publications(conn, key.workload)
+            # a concurrent publish takes the others
+            records = [r for r in ledger.lock_ready(conn, key, only) if r.id not in held]
+            if not records:
+                log.info("nothing to publish to %s", base)
+                return {"published": 0, "file": None}
+            name = file_name(run_id, [r.id for r in records], sink.format)
+            publication_id = ledger.begin_publication(conn, key.workload, run_id, str(base / name), [r.id for r in records])
+            # claimed before it is committed: no other publish ever sees it unclaimed while we live
+            stack.enter_context(ledger.claim_job(claim_token(publication_id)))
         rows = [
             {
                 sink.key: r.source_id,
@@ -83,12 +100,12 @@ def publish(ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str,
             }
             for r in records
         ]
-        ledger.apply(conn, [Change(r.id, State.PUBLISHED, f"written to {base / name}", {"published_at": now}) for r in records],
-                     actor=actor, run_id=run_id)
         base.mkdir(parents=True, exist_ok=True)
         tmp, final = base / f"_{name}.tmp", base / name
         with tmp.open("wb") as fh:
             fh.write(_encode(rows, sink.format))
         tmp.rename(final)
+        publication = next(p for p in ledger.open_publications(key.workload) if p.id == publication_id)
+        ledger.complete_publication(publication, f"written to {final}", actor=actor, run_id=run_id)
     log.info("published %d record(s) to %s", len(rows), final)
     return {"published": len(rows), "file": str(final)}

@@ -16,11 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from batch_ai.validation.safety import unsafe_content
+
 log = logging.getLogger(__name__)
 
-from batch_ai.validation.records import HTML_PATTERN
-
-HTML_REGEX = f"(?i){HTML_PATTERN}"  # the same test the per-record validation applies
+#: The column of the outputs frame that says, per row, what is unsafe to show in it (or nothing):
+#: the same check the per-record validation applies, over every published field at any depth.
+UNSAFE = "unsafe_content"
 
 
 @dataclass
@@ -50,12 +52,24 @@ def _suite(w, columns: set[str]):
     out += [("outputs", e.ExpectColumnValueLengthsToBeBetween(column=f, min_value=1, max_value=limit))
             for f, limit in v.max_length.items() if f in columns]
     if v.no_html:
-        props = w.output_schema.get("properties", {})
-        text = [f for f in columns if props.get(f, {}).get("type") == "string" and "enum" not in props.get(f, {})]
-        out += [("outputs", e.ExpectColumnValuesToNotMatchRegex(column=f, regex=HTML_REGEX)) for f in text]
+        out.append(("outputs", e.ExpectColumnValuesToBeNull(column=UNSAFE)))
     out.append(("answers", e.ExpectColumnValuesToBeInSet(column="valid", value_set=[True],
                                                           mostly=1.0 - w.spec.quality_gate.max_invalid_rate)))
     return out
+
+
+def with_safety_column(w, outputs: pd.DataFrame) -> pd.DataFrame:
+    """``outputs`` with the :data:`UNSAFE` column: ``field: reason; ...`` for each unsafe row, else None."""
+    hosts = w.spec.validation.allowed_link_hosts
+    fields = [c for c in outputs.columns if c != w.spec.sink.key]
+
+    def reasons(row) -> str | None:
+        found = unsafe_content({f: row[f] for f in fields if isinstance(row[f], (str, list, dict))}, hosts)
+        return "; ".join(f"{path}: {why}" for path, why in found) or None
+
+    frame = outputs.copy()
+    frame[UNSAFE] = pd.Series([reasons(row) for row in outputs.to_dict("records")], index=outputs.index, dtype=object)
+    return frame
 
 
 def run_gate(w, outputs: pd.DataFrame, answered_valid: list[bool]) -> GateVerdict:
@@ -63,6 +77,8 @@ def run_gate(w, outputs: pd.DataFrame, answered_valid: list[bool]) -> GateVerdic
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
+    if w.spec.validation.no_html:
+        outputs = with_safety_column(w, outputs)
     context = gx.get_context(mode="ephemeral")
     source = context.data_sources.add_pandas("batch_ai")
     frames = {"outputs": outputs, "answers": pd.DataFrame({"valid": answered_valid}, dtype=object)}

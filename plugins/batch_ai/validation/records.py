@@ -9,15 +9,15 @@ from typing import Any
 
 import jsonschema
 
-# A tag (<b>, </div>, <img src=...>), an encoded script tag, or a javascript: URL.
-HTML_PATTERN = r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?\s*>|&lt;\s*/?\s*script|javascript\s*:"
-_HTML = re.compile(HTML_PATTERN, re.I)
+from batch_ai.validation.safety import unsafe_content
 
 
 @dataclass
 class Verdict:
     output: dict[str, Any] | None
     errors: list[str] = field(default_factory=list)
+    #: why a valid output must still be seen by a person (it mentions another record's id)
+    review: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -27,9 +27,14 @@ class Verdict:
 class OutputValidator:
     """Checks one model output against a workload's schema and validation rules."""
 
-    def __init__(self, output_schema: dict[str, Any], rules):
+    def __init__(self, output_schema: dict[str, Any], rules, id_regex: re.Pattern | None = None):
         self.schema_validator = jsonschema.Draft202012Validator(output_schema)
         self.rules = rules
+        self.id_regex = id_regex  # what other records' source ids look like in text
+
+    @classmethod
+    def for_workload(cls, w) -> OutputValidator:
+        return cls(w.output_schema, w.spec.validation, w.spec.source.id_regex())
 
     def validate(self, text: str | None, source_id: str, source: dict[str, Any] | None = None) -> Verdict:
         """Check one output; ``source`` (the record's input) is what span rules point into."""
@@ -66,14 +71,37 @@ class OutputValidator:
             by_field.setdefault(field or "<root>", []).append(f"schema: {path}: {e.message[:200]}")
         errors = [m for messages in by_field.values() for m in messages]
         if r.no_html:
-            errors.extend(f"{path}: contains HTML or script" for path in _html_fields(output))
+            errors.extend(f"{path}: {why}" for path, why in unsafe_content(output, r.allowed_link_hosts))
         if r.echo_id_field:
             echoed = output.get(r.echo_id_field)
             if str(echoed) != str(source_id):
                 errors.append(f"{r.echo_id_field}: echoed {str(echoed)[:60]!r} but the record is {source_id!r}")
         for rule in getattr(r, "spans", ()):
             errors.extend(span_errors(output.get(rule.field), (source or {}).get(rule.source_field), rule))
-        return Verdict(output, list(dict.fromkeys(errors)))
+        review = None
+        foreign = self.foreign_ids(output, str(source_id)) if r.foreign_ids != "ignore" else None
+        if foreign:
+            message = f"{foreign[0]}: mentions {foreign[1]!r}, the id of another record (a prompt injection may ask that)"
+            if r.foreign_ids == "invalid":
+                errors.append(message)
+            else:
+                review = message
+        return Verdict(output, list(dict.fromkeys(errors)), review)
+
+    def foreign_ids(self, output: Any, source_id: str, path: str = "") -> tuple[str, str] | None:
+        """The first (path, id) where a string of the output names a source id other than the record's."""
+        if self.id_regex is None:
+            return None
+        if isinstance(output, str):
+            other = next((m for m in self.id_regex.findall(output) if m != source_id), None)
+            return (path or "<root>", other) if other else None
+        items = output.items() if isinstance(output, dict) else enumerate(output) if isinstance(output, list) else ()
+        for key, value in items:
+            found = self.foreign_ids(value, source_id, f"{path}[{key}]" if isinstance(key, int) else
+                                     (f"{path}.{key}" if path else str(key)))
+            if found:
+                return found
+        return None
 
 
 def span_errors(spans: Any, text: Any, rule) -> list[str]:
@@ -95,17 +123,3 @@ def span_errors(spans: Any, text: Any, rule) -> list[str]:
             errors.append(f"{rule.field}[{i}]: span {start}-{end} reads {text[start:end][:40]!r}, not "
                           f"{str(span['text'])[:40]!r}")
     return errors
-
-
-def _html_fields(value: Any, path: str = "") -> list[str]:
-    if isinstance(value, str):
-        return [path or "<root>"] if _HTML.search(value) else []
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _html_fields(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _html_fields(v, f"{path}[{i}]")]
-    return []
-
-
-def contains_html(text: str) -> bool:
-    return bool(_HTML.search(text))
