@@ -102,10 +102,6 @@ class JobsMixin:
             raise KeyError(f"no job with token {token!r} in the ledger")
         return row
 
-    def job_by_id(self, job_id: int) -> Any:
-        with self.engine.connect() as conn:
-            return conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).one()
-
     def job_records(self, job_id: int, state: State | None = None) -> list[Any]:
         rc = t.records.c
         q = select(rc.id, rc.source_id, rc.input, rc.attempts, rc.custom_id, rc.state, rc.cost_usd).where(rc.job_id == job_id)
