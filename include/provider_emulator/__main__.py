@@ -104,8 +104,13 @@ def start_storage(gcs_port: int, s3_port: int):
     gcs.start()
     s3 = ThreadedMotoServer(ip_address=HOST, port=s3_port, verbose=False)
     s3.start()
-    boto3.client("s3", endpoint_url=f"http://{HOST}:{s3_port}", region_name=AWS_REGION,
-                 aws_access_key_id="emulator", aws_secret_access_key="emulator").create_bucket(Bucket=STAGING_BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=f"http://{HOST}:{s3_port}",
+        region_name=AWS_REGION,
+        aws_access_key_id="emulator",
+        aws_secret_access_key="emulator",
+    ).create_bucket(Bucket=STAGING_BUCKET)
     return gcs, s3
 
 

@@ -24,9 +24,17 @@ from provider_emulator.faults import ProviderFaults
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_REQUESTS = 100_000
 PREFIX = "/anthropic"
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 409: "invalid_request_error", 413: "request_too_large",
-               429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -48,6 +56,7 @@ class StoredBatch:
     ended_at: float | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    validated: bool = True  # when it was created
 
 
 def _text(content: Any) -> str:
@@ -58,7 +67,9 @@ def _text(content: Any) -> str:
     return ""
 
 
-def message(params: dict[str, Any], key: str, faults: ProviderFaults, log, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+def message(
+    params: dict[str, Any], key: str, faults: ProviderFaults, log, *, realtime: bool = False
+) -> tuple[core.LineOutcome, dict[str, Any]]:
     """The model's answer to Messages params, as a Message object (also Claude's body on Bedrock)."""
     messages = params.get("messages") or []
     user_text = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
@@ -69,13 +80,16 @@ def message(params: dict[str, Any], key: str, faults: ProviderFaults, log, *, re
     if choice.get("type") == "tool":
         tool = next((t for t in params.get("tools") or [] if t.get("name") == choice.get("name")), None)
     schema = fmt.get("schema") if fmt.get("type") == "json_schema" else (tool or {}).get("input_schema")
-    outcome = core.answer(faults, key, schema, user_text, prompt_text, realtime=realtime, log=log,
-                          model_name=str(params.get("model", "")))
+    outcome = core.answer(
+        faults, key, schema, user_text, prompt_text, realtime=realtime, log=log, model_name=str(params.get("model", ""))
+    )
     stop_reason = "end_turn"
     if outcome.refused:
         content, stop_reason = [], "refusal"
     elif tool is not None and outcome.answer is not None:
-        content = [{"type": "tool_use", "id": f"toolu_{secrets.token_hex(12)}", "name": tool["name"], "input": outcome.answer}]
+        content = [
+            {"type": "tool_use", "id": f"toolu_{secrets.token_hex(12)}", "name": tool["name"], "input": outcome.answer}
+        ]
         stop_reason = "tool_use"
     elif schema is None and outcome.answer is not None:
         content = [{"type": "text", "text": str(outcome.answer.get("answer", ""))}]
@@ -101,7 +115,7 @@ def message(params: dict[str, Any], key: str, faults: ProviderFaults, log, *, re
     }
 
 
-class AnthropicEmulator:
+class AnthropicEmulator(core.JobFlow):
     def __init__(self, state) -> None:
         self.state = state
         self.batches: dict[str, StoredBatch] = {}
@@ -111,25 +125,34 @@ class AnthropicEmulator:
     def faults(self) -> ProviderFaults:
         return self.state.config.anthropic
 
-    def message(self, params: dict[str, Any], key: str, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
-        return message(params, key, self.faults, lambda k, f: self.state.log_fault("anthropic", k, f), realtime=realtime)
+    def message(
+        self, params: dict[str, Any], key: str, *, realtime: bool = False
+    ) -> tuple[core.LineOutcome, dict[str, Any]]:
+        return message(
+            params, key, self.faults, lambda k, f: self.state.log_fault("anthropic", k, f), realtime=realtime
+        )
 
-    def advance(self, b: StoredBatch) -> None:
-        with self.lock:
-            if b.ended_at is not None:
-                return
-            now = time.time()
-            tl = core.Timeline(b.created_at, b.faults.time_scale)
-            if b.cancel_requested_at is not None:
-                if now >= tl.cancel_settles(b.cancel_requested_at):
-                    self._end(b, tl.done_by(b.cancel_requested_at, len(b.requests)), "canceled")
-                return
-            if tl.phase(now) != "ended":
-                return
-            if b.faults.job_outcome == "expired":
-                self._end(b, int(len(b.requests) * b.faults.expire_done_fraction), "expired")
-            else:
-                self._end(b, len(b.requests), None)
+    # -- the job's life (core.JobFlow); a batch is validated when it is created --------------
+
+    PHASES = {
+        "validating": [(0.0, "in_progress")],
+        "running": [(0.0, "in_progress")],
+        "finalizing": [(0.0, "in_progress")],
+    }
+    INVALID_INPUT = None  # refused at create instead
+    _UNFINISHED = {"completed": None, "expired": "expired", "cancelled": "canceled"}
+
+    def ended(self, b: StoredBatch) -> bool:
+        return b.ended_at is not None
+
+    def size(self, b: StoredBatch) -> int:
+        return len(b.requests)
+
+    def show(self, b: StoredBatch, status: str, now: float) -> None:
+        """The status is read off the batch (ended, or a cancel asked for) when it is shown."""
+
+    def finish(self, b: StoredBatch, outcome: str, done: int) -> None:
+        self._end(b, done, self._UNFINISHED[outcome])
 
     def _end(self, b: StoredBatch, done: int, unfinished: str | None) -> None:
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
@@ -181,7 +204,7 @@ class AnthropicEmulator:
         }
 
 
-def router(emu: AnthropicEmulator) -> APIRouter:
+def router(emu: AnthropicEmulator) -> APIRouter:  # noqa: C901 - its endpoints are counted as one function
     r = APIRouter(prefix=f"{PREFIX}/v1")
 
     def base(request: Request) -> str:
@@ -209,7 +232,9 @@ def router(emu: AnthropicEmulator) -> APIRouter:
         if refused:
             return error(400, f"requests.{refused - 1}.params: the request could not be validated")
         with emu.lock:
-            b = StoredBatch(f"msgbatch_{secrets.token_hex(12)}", requests, time.time(), emu.faults.model_copy(deep=True))
+            b = StoredBatch(
+                f"msgbatch_{secrets.token_hex(12)}", requests, time.time(), emu.faults.model_copy(deep=True)
+            )
             emu.batches[b.id] = b
         emu.state.created["anthropic"].append(b.id)
         return emu.batch_obj(b, base(request))
@@ -220,7 +245,7 @@ def router(emu: AnthropicEmulator) -> APIRouter:
             items = sorted(emu.batches.values(), key=lambda b: (b.created_at, b.id), reverse=True)
         ids = [b.id for b in items]
         if after_id:
-            items = items[ids.index(after_id) + 1:] if after_id in ids else []
+            items = items[ids.index(after_id) + 1 :] if after_id in ids else []
             page, has_more = items[:limit], len(items) > limit
         elif before_id:
             items = items[: ids.index(before_id)] if before_id in ids else []
@@ -228,8 +253,12 @@ def router(emu: AnthropicEmulator) -> APIRouter:
         else:
             page, has_more = items[:limit], len(items) > limit
         data = [emu.batch_obj(b, base(request)) for b in page]
-        return {"data": data, "has_more": has_more,
-                "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+        return {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
 
     @r.get("/messages/batches/{batch_id}")
     def retrieve(batch_id: str, request: Request):
@@ -254,7 +283,9 @@ def router(emu: AnthropicEmulator) -> APIRouter:
             return error(404, f"No message batch found with id '{batch_id}'")
         emu.advance(b)
         if b.ended_at is None:
-            return error(409, f"Batch {batch_id} is still processing; cancel it and wait for it to end before deleting it")
+            return error(
+                409, f"Batch {batch_id} is still processing; cancel it and wait for it to end before deleting it"
+            )
         with emu.lock:
             del emu.batches[batch_id]
         return {"id": batch_id, "type": "message_batch_deleted"}
@@ -266,7 +297,9 @@ def router(emu: AnthropicEmulator) -> APIRouter:
             return error(404, f"No message batch found with id '{batch_id}'")
         emu.advance(b)
         if b.ended_at is None:
-            return error(400, f"Batch {batch_id} has not ended; results are available once processing_status is 'ended'")
+            return error(
+                400, f"Batch {batch_id} has not ended; results are available once processing_status is 'ended'"
+            )
         data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in b.results)
         return Response(data.encode(), media_type="application/binary")
 

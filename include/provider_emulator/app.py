@@ -20,8 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from provider_emulator import anthropic_api, bedrock_api, core, openai_api, vertex_api
-from provider_emulator.storage import GCS, S3
 from provider_emulator.faults import PROVIDERS, FaultConfig, HttpFaultQueue
+from provider_emulator.storage import GCS, S3
 
 log = logging.getLogger("provider_emulator")
 
@@ -94,7 +94,7 @@ def provider_of(path: str) -> str | None:
     return next((name for name, face in FACES.items() if path.startswith(face.prefix)), None)
 
 
-def create_app(
+def create_app(  # noqa: C901 - its endpoints are counted as one function
     config: FaultConfig | None = None,
     *,
     gcs_url: str,
@@ -127,7 +127,9 @@ def create_app(
         fault = state.http_faults[provider].take(request.method, api_path)
         if fault:
             log.info("injected HTTP %s on %s %s", fault["status"], request.method, path)
-            response = face.error(fault["status"], MESSAGES.get(fault["status"], "The server had an error processing your request."))
+            response = face.error(
+                fault["status"], MESSAGES.get(fault["status"], "The server had an error processing your request.")
+            )
             response.headers["retry-after-ms"] = "20"
             response.headers["retry-after"] = "0"
             if face.sends_should_retry and fault["should_retry"] is not None:
@@ -146,7 +148,12 @@ def create_app(
         "vertex": vertex_api.VertexEmulator(state, GCS(gcs_url)),
         "bedrock": bedrock_api.BedrockEmulator(state, S3(s3_url)),
     }
-    for name, module in (("openai", openai_api), ("anthropic", anthropic_api), ("vertex", vertex_api), ("bedrock", bedrock_api)):
+    for name, module in (
+        ("openai", openai_api),
+        ("anthropic", anthropic_api),
+        ("vertex", vertex_api),
+        ("bedrock", bedrock_api),
+    ):
         app.include_router(module.router(emulators[name]))
 
     @app.get(f"{ADMIN}/jobs")

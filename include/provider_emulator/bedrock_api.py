@@ -15,7 +15,7 @@ import string
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -29,42 +29,69 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 JOB_NAME = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 ROLE_ARN = re.compile(r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$")
-ERROR_CODES = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
-               409: "ConflictException", 429: "ThrottlingException", 500: "InternalServerException",
-               503: "ServiceUnavailableException"}
+ERROR_CODES = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    409: "ConflictException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
 TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
 
 
 def error(status: int, message: str, code: str | None = None) -> JSONResponse:
     code = code or ERROR_CODES.get(status, "InternalServerException")
-    return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+    return JSONResponse(
+        {"message": message},
+        status_code=status,
+        headers={"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"},
+    )
 
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _converse_text(content: Any) -> str:
     return "\n".join(str(b.get("text", "")) for b in content or [] if isinstance(b, dict))
 
 
-def converse(body: dict[str, Any], key: str, faults, log, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+def converse(
+    body: dict[str, Any], key: str, faults, log, *, realtime: bool = False
+) -> tuple[core.LineOutcome, dict[str, Any]]:
     """The model's answer to a Converse request, as a Converse response."""
     messages = body.get("messages") or []
     user_text = "\n".join(_converse_text(m.get("content")) for m in messages if m.get("role") == "user")
-    prompt_text = _converse_text(body.get("system")) + "\n" + "\n".join(_converse_text(m.get("content")) for m in messages)
+    prompt_text = (
+        _converse_text(body.get("system")) + "\n" + "\n".join(_converse_text(m.get("content")) for m in messages)
+    )
     tool_config = body.get("toolConfig") or {}
     forced = ((tool_config.get("toolChoice") or {}).get("tool") or {}).get("name")
-    spec = next((t["toolSpec"] for t in tool_config.get("tools") or [] if t.get("toolSpec", {}).get("name") == forced), None)
+    spec = next(
+        (t["toolSpec"] for t in tool_config.get("tools") or [] if t.get("toolSpec", {}).get("name") == forced), None
+    )
     schema = ((spec or {}).get("inputSchema") or {}).get("json")
     outcome = core.answer(faults, key, schema, user_text, prompt_text, realtime=realtime, log=log)
     stop = "end_turn"
     if outcome.refused:
         content, stop = [{"text": core.REFUSAL_TEXT}], "content_filtered"
     elif spec is not None and outcome.answer is not None:
-        content, stop = [{"toolUse": {"toolUseId": f"tooluse_{secrets.token_hex(8)}", "name": spec["name"], "input": outcome.answer}}], "tool_use"
+        content, stop = (
+            [
+                {
+                    "toolUse": {
+                        "toolUseId": f"tooluse_{secrets.token_hex(8)}",
+                        "name": spec["name"],
+                        "input": outcome.answer,
+                    }
+                }
+            ],
+            "tool_use",
+        )
     elif schema is None and outcome.answer is not None:
         content = [{"text": str(outcome.answer.get("answer", ""))}]
     else:
@@ -73,8 +100,11 @@ def converse(body: dict[str, Any], key: str, faults, log, *, realtime: bool = Fa
     return outcome, {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
-        "usage": {"inputTokens": outcome.input_tokens, "outputTokens": outcome.output_tokens,
-                  "totalTokens": outcome.input_tokens + outcome.output_tokens},
+        "usage": {
+            "inputTokens": outcome.input_tokens,
+            "outputTokens": outcome.output_tokens,
+            "totalTokens": outcome.input_tokens + outcome.output_tokens,
+        },
         "metrics": {"latencyMs": 42},
     }
 
@@ -89,16 +119,17 @@ class StoredJob:
     message: str | None = None
     ended_at: float | None = None
     updated_at: float = 0.0
-    stop_requested_at: float | None = None
+    cancel_requested_at: float | None = None  # a stop asked for
     records: list[tuple[str, dict[str, Any]]] | None = None  # (input file uri, record)
     counts: dict[str, int] = field(default_factory=dict)
+    validated: bool = False
 
     @property
     def arn(self) -> str:
         return f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/{self.id}"
 
 
-class BedrockEmulator:
+class BedrockEmulator(core.JobFlow):
     def __init__(self, state, s3) -> None:
         self.state = state
         self.s3 = s3
@@ -113,45 +144,42 @@ class BedrockEmulator:
     def log(self, key: str, fault: str) -> None:
         self.state.log_fault("bedrock", key, fault)
 
-    def answer(self, model_input: dict[str, Any], key: str, converse_style: bool) -> tuple[core.LineOutcome, dict[str, Any] | None]:
+    def answer(
+        self, model_input: dict[str, Any], key: str, converse_style: bool
+    ) -> tuple[core.LineOutcome, dict[str, Any] | None]:
         if converse_style:
             return converse(model_input, key, self.faults, self.log)
         if "messages" in model_input:  # Anthropic Claude's InvokeModel body
             return anthropic_api.message(model_input, key, self.faults, self.log)
         return core.LineOutcome(key, "unsupported", None, None, 0, 0), None
 
-    def advance(self, job: StoredJob) -> None:
-        with self.lock:
-            if job.status in TERMINAL:
-                return
-            now = time.time()
-            tl = core.Timeline(job.created_at, job.faults.time_scale)
-            if job.stop_requested_at is not None:
-                if now >= tl.cancel_settles(job.stop_requested_at):
-                    self._end(job, "Stopped", tl.done_by(job.stop_requested_at, len(job.records or [])))
-                return
-            phase = tl.phase(now)
-            if phase == "validating":
-                job.status = "Submitted" if now < (tl.created + tl.validated) / 2 else "Validating"
-                return
-            if job.records is None:
-                problem = self._load_input(job)
-                if problem is None and job.faults.job_outcome == "failed_validation":
-                    problem = "The input file contains malformed records."
-                if problem:
-                    job.status, job.message, job.ended_at, job.updated_at = "Failed", problem, tl.validated, tl.validated
-                    return
-            if phase == "running":
-                job.status = "Scheduled" if now < tl.validated + (tl.ran - tl.validated) * 0.2 else "InProgress"
-                job.updated_at = now
-                return
-            if phase == "finalizing":
-                job.status = "InProgress"
-                return
-            if job.faults.job_outcome == "expired":
-                self._end(job, "Expired", int(len(job.records) * job.faults.expire_done_fraction))
-            else:
-                self._end(job, None, len(job.records))
+    # -- the job's life (core.JobFlow) ---------------------------------------------------------
+
+    PHASES = {
+        "validating": [(0.0, "Submitted"), (0.5, "Validating")],
+        "running": [(0.0, "Scheduled"), (0.2, "InProgress")],
+        "finalizing": [(0.0, "InProgress")],
+    }
+    INVALID_INPUT = "The input file contains malformed records."
+    _ENDS = {"completed": None, "expired": "Expired", "cancelled": "Stopped"}
+
+    def ended(self, job: StoredJob) -> bool:
+        return job.status in TERMINAL
+
+    def size(self, job: StoredJob) -> int:
+        return len(job.records or [])
+
+    def show(self, job: StoredJob, status: str, now: float) -> None:
+        job.status, job.updated_at = status, now
+
+    def validate(self, job: StoredJob) -> str | None:
+        return self._load_input(job)
+
+    def fail(self, job: StoredJob, problem: Any, at: float) -> None:
+        job.status, job.message, job.ended_at, job.updated_at = "Failed", problem, at, at
+
+    def finish(self, job: StoredJob, outcome: str, done: int) -> None:
+        self._end(job, self._ENDS[outcome], done)
 
     def _load_input(self, job: StoredJob) -> str | None:
         uri = job.body["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
@@ -171,8 +199,10 @@ class BedrockEmulator:
             return f"Record {refused} of the input is not a valid request for model {job.body['modelId']}."
         minimum = job.faults.min_records_per_job
         if len(records) < minimum:
-            return (f"The job has {len(records)} records; the minimum number of records for a batch inference "
-                    f"job with model {job.body['modelId']} is {minimum}.")
+            return (
+                f"The job has {len(records)} records; the minimum number of records for a batch inference "
+                f"job with model {job.body['modelId']} is {minimum}."
+            )
         job.records = records
         return None
 
@@ -181,13 +211,19 @@ class BedrockEmulator:
         converse_style = job.body.get("modelInvocationType") == "Converse"
         outputs: dict[str, list[dict[str, Any]]] = {}
         ok = failed = tokens_in = tokens_out = 0
-        for i, (source, item) in enumerate(records[:done]):
+        for source, item in records[:done]:
             outcome, model_output = self.answer(item["modelInput"], item["recordId"], converse_style)
             line: dict[str, Any] = {"recordId": item["recordId"], "modelInput": item["modelInput"]}
             if outcome.failed or model_output is None:
                 status_code = job.faults.line_error_status if outcome.failed else 400
-                line["error"] = {"errorCode": status_code, "errorMessage": "Internal server error." if status_code >= 500
-                                 else "Too many requests." if status_code == 429 else "Model input is not supported for this model."}
+                line["error"] = {
+                    "errorCode": status_code,
+                    "errorMessage": "Internal server error."
+                    if status_code >= 500
+                    else "Too many requests."
+                    if status_code == 429
+                    else "Model input is not supported for this model.",
+                }
                 failed += 1
             else:
                 line["modelOutput"] = model_output
@@ -197,10 +233,16 @@ class BedrockEmulator:
             outputs.setdefault(source, []).append(line)
         out_prefix = job.body["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"].rstrip("/")
         for source, lines in outputs.items():
-            data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in core.shuffled(lines, job.faults, f"{job.id}{source}"))
+            data = "".join(
+                json.dumps(x, ensure_ascii=False) + "\n" for x in core.shuffled(lines, job.faults, f"{job.id}{source}")
+            )
             self.s3.write(f"{out_prefix}/{job.id}/{source.rsplit('/', 1)[-1]}.out", data.encode())
-        job.counts = {"totalRecordCount": len(records), "processedRecordCount": ok + failed,
-                      "successRecordCount": ok, "errorRecordCount": failed}
+        job.counts = {
+            "totalRecordCount": len(records),
+            "processedRecordCount": ok + failed,
+            "successRecordCount": ok,
+            "errorRecordCount": failed,
+        }
         manifest = {**job.counts, "inputTokenCount": tokens_in, "outputTokenCount": tokens_out}
         self.s3.write(f"{out_prefix}/{job.id}/manifest.json.out", json.dumps(manifest).encode())
         if status is None:
@@ -237,7 +279,7 @@ def _job_id(identifier: str) -> str:
     return identifier.rsplit("/", 1)[-1]
 
 
-def router(emu: BedrockEmulator) -> APIRouter:
+def router(emu: BedrockEmulator) -> APIRouter:  # noqa: C901 - its endpoints are counted as one function
     r = APIRouter(prefix=PREFIX)
 
     @r.post("/model-invocation-job")
@@ -245,11 +287,23 @@ def router(emu: BedrockEmulator) -> APIRouter:
         body = await request.json()
         for name in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig"):
             if not body.get(name):
-                return error(400, f"1 validation error detected: Value null at '{name}' failed to satisfy constraint: Member must not be null")
+                return error(
+                    400,
+                    f"1 validation error detected: Value null at '{name}' failed to satisfy constraint: "
+                    f"Member must not be null",
+                )
         if not JOB_NAME.match(body["jobName"]) or len(body["jobName"]) > 63:
-            return error(400, f"1 validation error detected: Value '{body['jobName']}' at 'jobName' failed to satisfy constraint: Member must satisfy regular expression pattern")
+            return error(
+                400,
+                f"1 validation error detected: Value '{body['jobName']}' at 'jobName' failed to satisfy constraint: "
+                f"Member must satisfy regular expression pattern",
+            )
         if not ROLE_ARN.match(body["roleArn"]):
-            return error(400, f"1 validation error detected: Value '{body['roleArn']}' at 'roleArn' failed to satisfy constraint: Member must satisfy regular expression pattern")
+            return error(
+                400,
+                f"1 validation error detected: Value '{body['roleArn']}' at 'roleArn' failed to satisfy constraint: "
+                f"Member must satisfy regular expression pattern",
+            )
         hours = body.get("timeoutDurationInHours", 24)
         if not 24 <= hours <= 168:
             return error(400, "timeoutDurationInHours must be between 24 and 168.")
@@ -264,7 +318,12 @@ def router(emu: BedrockEmulator) -> APIRouter:
             if any(j.body["jobName"] == body["jobName"] for j in emu.jobs.values()):
                 return error(409, f"A job named {body['jobName']} already exists.", "ConflictException")
             alphabet = string.ascii_lowercase + string.digits
-            job = StoredJob("".join(secrets.choice(alphabet) for _ in range(12)), body, time.time(), emu.faults.model_copy(deep=True))
+            job = StoredJob(
+                "".join(secrets.choice(alphabet) for _ in range(12)),
+                body,
+                time.time(),
+                emu.faults.model_copy(deep=True),
+            )
             emu.jobs[job.id] = job
             if token:
                 emu.tokens[token] = job.id
@@ -272,8 +331,13 @@ def router(emu: BedrockEmulator) -> APIRouter:
         return {"jobArn": job.arn}
 
     @r.get("/model-invocation-jobs")
-    def list_jobs(maxResults: int = 1000, nextToken: str | None = None, statusEquals: str | None = None,
-                  nameContains: str | None = None, sortOrder: str = "Descending"):
+    def list_jobs(
+        maxResults: int = 1000,
+        nextToken: str | None = None,
+        statusEquals: str | None = None,
+        nameContains: str | None = None,
+        sortOrder: str = "Descending",
+    ):
         with emu.lock:
             jobs = sorted(emu.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=sortOrder == "Descending")
         objs = [emu.job_obj(j) for j in jobs]
@@ -282,7 +346,7 @@ def router(emu: BedrockEmulator) -> APIRouter:
         if nameContains:
             objs = [o for o in objs if nameContains in o["jobName"]]
         start = int(nextToken or 0)
-        page = objs[start:start + max(1, min(maxResults, 1000))]
+        page = objs[start : start + max(1, min(maxResults, 1000))]
         result: dict[str, Any] = {"invocationJobSummaries": page}
         if start + len(page) < len(objs):
             result["nextToken"] = str(start + len(page))
@@ -302,7 +366,7 @@ def router(emu: BedrockEmulator) -> APIRouter:
         if job.status in TERMINAL or job.status == "Stopping":
             return error(400, f"Job {job.arn} is {job.status} and cannot be stopped.")
         with emu.lock:
-            job.stop_requested_at = time.time()
+            job.cancel_requested_at = time.time()
             job.status, job.updated_at = "Stopping", time.time()
         return {}
 
@@ -313,13 +377,19 @@ def router(emu: BedrockEmulator) -> APIRouter:
             return error(400, f"Malformed input request for {model_id}: only the Anthropic Messages body is emulated.")
         if core.rejected_line(emu.faults, [body]):
             return error(400, f"Malformed input request for {model_id}, please reformat your input and try again.")
-        outcome, message = anthropic_api.message(body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True)
+        outcome, message = anthropic_api.message(
+            body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True
+        )
         if outcome.failed:
             return error(emu.faults.line_error_status, "Internal server error.")
-        return Response(json.dumps(message).encode(), media_type="application/json", headers={
-            "X-Amzn-Bedrock-Input-Token-Count": str(outcome.input_tokens),
-            "X-Amzn-Bedrock-Output-Token-Count": str(outcome.output_tokens),
-        })
+        return Response(
+            json.dumps(message).encode(),
+            media_type="application/json",
+            headers={
+                "X-Amzn-Bedrock-Input-Token-Count": str(outcome.input_tokens),
+                "X-Amzn-Bedrock-Output-Token-Count": str(outcome.output_tokens),
+            },
+        )
 
     @r.post("/model/{model_id:path}/converse")
     async def converse_route(model_id: str, request: Request):
@@ -328,7 +398,9 @@ def router(emu: BedrockEmulator) -> APIRouter:
             return error(400, "messages is required.")
         if core.rejected_line(emu.faults, [body]):
             return error(400, "Malformed input request, please reformat your input and try again.")
-        outcome, response = converse(body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True)
+        outcome, response = converse(
+            body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True
+        )
         if outcome.failed:
             return error(emu.faults.line_error_status, "Internal server error.")
         return response

@@ -12,8 +12,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from provider_emulator import model
 from provider_emulator.faults import ProviderFaults, line_fault, roll
@@ -34,7 +34,7 @@ DEFAULT_SCHEMA = {
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Timeline:
@@ -48,14 +48,17 @@ class Timeline:
         self.scale = scale
 
     def phase(self, now: float | None = None) -> str:
+        return self.position(now)[0]
+
+    def position(self, now: float | None = None) -> tuple[str, float]:
+        """The phase at ``now``, and how far into it (0 to 1)."""
         now = time.time() if now is None else now
-        if now < self.validated:
-            return "validating"
-        if now < self.ran:
-            return "running"
-        if now < self.finalized:
-            return "finalizing"
-        return "ended"
+        start = self.created
+        for phase, end in (("validating", self.validated), ("running", self.ran), ("finalizing", self.finalized)):
+            if now < end:
+                return phase, (now - start) / max(end - start, 1e-9)
+            start = end
+        return "ended", 1.0
 
     def done_by(self, at: float, total: int) -> int:
         """How many of ``total`` lines were finished at time ``at``."""
@@ -65,6 +68,76 @@ class Timeline:
 
     def cancel_settles(self, requested_at: float) -> float:
         return requested_at + PHASE_SECONDS["finalizing"] * self.scale
+
+
+class JobFlow:
+    """The one clock-driven life of an emulated batch job, for all four providers.
+
+    ``validating -> running -> finalizing -> ended`` over the scaled clock (:class:`Timeline`),
+    computed whenever a job is read, so no background thread is needed. A provider's module
+    names its statuses per phase (:attr:`PHASES`: steps of ``(share of the phase, status)``)
+    and says how its jobs validate, fail, start and finish; a cancel settles after a short
+    pause with the lines done by then. Its jobs carry ``created_at``, ``faults``,
+    ``cancel_requested_at`` and ``validated``.
+    """
+
+    #: per phase of the clock, the provider's status from each share of the phase on
+    PHASES: ClassVar[dict[str, list[tuple[float, str]]]]
+    #: what a job failed by the ``failed_validation`` fault reports
+    INVALID_INPUT: ClassVar[Any]
+    lock: threading.RLock
+
+    def advance(self, job) -> None:
+        """Bring a job's status up to date with the (scaled) clock."""
+        with self.lock:
+            if self.ended(job):
+                return
+            now = time.time()
+            tl = Timeline(job.created_at, job.faults.time_scale)
+            if job.cancel_requested_at is not None:
+                if now >= tl.cancel_settles(job.cancel_requested_at):
+                    self.finish(job, "cancelled", tl.done_by(job.cancel_requested_at, self.size(job)))
+                return
+            phase, share = tl.position(now)
+            if phase != "validating" and not job.validated:
+                problem = self.validate(job) or (
+                    self.INVALID_INPUT if job.faults.job_outcome == "failed_validation" else None
+                )
+                if problem:
+                    self.fail(job, problem, tl.validated)
+                    return
+                job.validated = True
+                self.started(job, tl.validated)
+            if phase != "ended":
+                self.show(job, next(s for start, s in reversed(self.PHASES[phase]) if share >= start), now)
+            elif job.faults.job_outcome == "expired":
+                self.finish(job, "expired", int(self.size(job) * job.faults.expire_done_fraction))
+            else:
+                self.finish(job, "completed", self.size(job))
+
+    # what each provider's module says ------------------------------------------------------
+    def ended(self, job) -> bool:
+        raise NotImplementedError
+
+    def size(self, job) -> int:
+        raise NotImplementedError
+
+    def show(self, job, status: str, now: float) -> None:
+        raise NotImplementedError
+
+    def validate(self, job) -> Any:
+        """What is wrong with the job's input (falsy: nothing); read once, when validation ends."""
+        return None
+
+    def fail(self, job, problem: Any, at: float) -> None:
+        raise NotImplementedError
+
+    def started(self, job, at: float) -> None:
+        """The job passed validation (at ``at``)."""
+
+    def finish(self, job, outcome: str, done: int) -> None:
+        """End the job: ``completed``, ``expired`` or ``cancelled``, with its first ``done`` lines done."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -123,7 +196,11 @@ def answer(
     fault = None
     if faults.realtime_faults or not realtime:
         if faults.line_error_repeats:
-            fault = "line_error" if _repeated_error(faults, prompt_text) else line_fault(faults.model_copy(update={"line_error_rate": 0.0}), key)
+            fault = (
+                "line_error"
+                if _repeated_error(faults, prompt_text)
+                else line_fault(faults.model_copy(update={"line_error_rate": 0.0}), key)
+            )
         else:
             fault = line_fault(faults, key)
     if fault and log:
@@ -150,7 +227,8 @@ def malform(output: dict[str, Any], schema: dict[str, Any], kind: str) -> str:
     """A realistic bad answer of the given kind."""
     props = schema.get("properties", {})
     text_fields = [
-        k for k, v in props.items()
+        k
+        for k, v in props.items()
         if v.get("type") == "string" and "enum" not in v and not k.endswith("id") and k != "language"
     ]
     enum_fields = [k for k, v in props.items() if "enum" in v]

@@ -26,7 +26,9 @@ class Emulator:
 
     def start(self, timeout: float = 90) -> Emulator:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")])
+        )
         stderr = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provider_emulator", "--faults", self.faults.model_dump_json()],
@@ -48,7 +50,9 @@ class Emulator:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"the provider emulator did not answer its health check in {timeout:.0f}s (see {self.log_file or 'stderr'})")
+        raise RuntimeError(
+            f"the provider emulator did not answer its health check in {timeout:.0f}s (see {self.log_file or 'stderr'})"
+        )
 
     @property
     def base_url(self) -> str:
@@ -74,8 +78,12 @@ class Emulator:
 
     def airflow_env(self) -> dict[str, str]:
         """Environment variables defining the Airflow connections that point at the emulator."""
-        conn_ids = {"openai": "OPENAI_DEFAULT", "anthropic": "ANTHROPIC_DEFAULT",
-                    "vertex": "GOOGLE_CLOUD_DEFAULT", "bedrock": "AWS_DEFAULT"}
+        conn_ids = {
+            "openai": "OPENAI_DEFAULT",
+            "anthropic": "ANTHROPIC_DEFAULT",
+            "vertex": "GOOGLE_CLOUD_DEFAULT",
+            "bedrock": "AWS_DEFAULT",
+        }
         env = {f"AIRFLOW_CONN_{conn_ids[p]}": json.dumps(self.settings[p]["airflow_connection"]) for p in conn_ids}
         env.update(self.settings["vertex"]["environment"])
         return env

@@ -25,8 +25,18 @@ LEXICON: dict[str, tuple[str, ...]] = {
     "billing": ("invoice", "charge", "charged", "refund", "payment", "price", "bill", "rechnung", "factura", "facture"),
     "technical": ("error", "crash", "bug", "broken", "not working", "fehler", "erreur", "timeout", "app"),
     "account": ("password", "login", "log in", "account", "2fa", "email address", "konto", "compte", "cuenta"),
-    "shipping": ("delivery", "package", "parcel", "shipped", "tracking", "courier", "lieferung", "livraison", "envío",
-                 "shipping"),
+    "shipping": (
+        "delivery",
+        "package",
+        "parcel",
+        "shipped",
+        "tracking",
+        "courier",
+        "lieferung",
+        "livraison",
+        "envío",
+        "shipping",
+    ),
     "feedback": ("suggest", "feature", "would be nice", "love", "feedback", "idea"),
     "negative": ("angry", "terrible", "worst", "still", "unacceptable", "disappointed", "refund", "never", "broken"),
     "positive": ("thank", "thanks", "great", "love", "resolved", "perfect", "danke", "merci", "gracias"),
@@ -58,7 +68,11 @@ LEXICON: dict[str, tuple[str, ...]] = {
 }
 
 # What a compliance check would redact: e-mail addresses, phone numbers, IBANs.
-PII = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\+\d{1,3}(?:[ -]?\d{2,4}){2,4}|\b[A-Z]{2}\d{2}(?: ?[0-9A-Z]{4}){3,7}(?: ?[0-9A-Z]{1,3})?")
+PII = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"  # an e-mail address
+    r"|\+\d{1,3}(?:[ -]?\d{2,4}){2,4}"  # a phone number
+    r"|\b[A-Z]{2}\d{2}(?: ?[0-9A-Z]{4}){3,7}(?: ?[0-9A-Z]{1,3})?"  # an IBAN
+)
 
 _STOPWORDS = {
     "en": ("the", "and", "is", "my", "to", "you", "not", "with", "have"),
@@ -150,6 +164,32 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _object_value(schema: dict[str, Any], reading: Reading, rng: random.Random, root: dict[str, Any]) -> dict:
+    props = schema.get("properties", {})
+    wanted = (
+        props
+        if schema.get("additionalProperties") is False
+        else {k: v for k, v in props.items() if k in schema.get("required", props)}
+    )
+    out = {k: _value(v, k, reading, rng, root) for k, v in wanted.items()}
+    for k, v in wanted.items():  # a flag says whether anything was found
+        if "flag" in k and _resolve(v, root).get("type") == "boolean":
+            out[k] = any(isinstance(x, list) and x for x in out.values())
+    return out
+
+
+def _array_value(schema: dict[str, Any], name: str, reading: Reading, rng: random.Random, root: dict[str, Any]) -> list:
+    items = schema.get("items", {"type": "string"})
+    found = _found_items(_resolve(items, root), schema, reading, rng, root)
+    if found is not None:
+        return found
+    count = min(schema.get("maxItems", 3), max(schema.get("minItems", 0), rng.randint(0, 2)))
+    if _resolve(items, root).get("type") == "string" and "enum" not in items:
+        limit = min(items.get("maxLength", 120), 120)
+        return [f"Follow up: {s}"[:limit] for s in reading.sentences[:count]]
+    return [_value(items, name, reading, rng, root) for _ in range(count)]
+
+
 def _value(schema: dict[str, Any], name: str, reading: Reading, rng: random.Random, root: dict[str, Any]) -> Any:
     schema = _resolve(schema, root)
     kind = schema.get("type")
@@ -160,25 +200,9 @@ def _value(schema: dict[str, Any], name: str, reading: Reading, rng: random.Rand
     if "const" in schema:
         return schema["const"]
     if kind == "object" or "properties" in schema:
-        props = schema.get("properties", {})
-        wanted = props if schema.get("additionalProperties") is False else {
-            k: v for k, v in props.items() if k in schema.get("required", props)
-        }
-        out = {k: _value(v, k, reading, rng, root) for k, v in wanted.items()}
-        for k, v in wanted.items():  # a flag says whether anything was found
-            if "flag" in k and _resolve(v, root).get("type") == "boolean":
-                out[k] = any(isinstance(x, list) and x for x in out.values())
-        return out
+        return _object_value(schema, reading, rng, root)
     if kind == "array":
-        items = schema.get("items", {"type": "string"})
-        found = _found_items(_resolve(items, root), schema, reading, rng, root)
-        if found is not None:
-            return found
-        count = min(schema.get("maxItems", 3), max(schema.get("minItems", 0), rng.randint(0, 2)))
-        if _resolve(items, root).get("type") == "string" and "enum" not in items:
-            limit = min(items.get("maxLength", 120), 120)
-            return [f"Follow up: {s}"[:limit] for s in reading.sentences[:count]]
-        return [_value(items, name, reading, rng, root) for _ in range(count)]
+        return _array_value(schema, name, reading, rng, root)
     if kind == "integer":
         return rng.randint(int(schema.get("minimum", 0)), int(schema.get("maximum", 100)))
     if kind == "number":
@@ -218,7 +242,9 @@ def _choose(options: list[Any], reading: Reading, rng: random.Random) -> Any:
     return pick
 
 
-def _found_items(items: dict[str, Any], schema: dict[str, Any], reading: Reading, rng: random.Random, root) -> list | None:
+def _found_items(
+    items: dict[str, Any], schema: dict[str, Any], reading: Reading, rng: random.Random, root
+) -> list | None:
     """Arrays whose items name what was found in the text: enum values (tags), objects with an
     enum (one per kind found), spans (``start``/``end`` offsets into the input as given)."""
     limit = schema.get("maxItems", 5)

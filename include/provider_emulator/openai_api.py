@@ -71,9 +71,10 @@ class StoredBatch:
     usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
     completed: int = 0
     failed: int = 0
+    validated: bool = False
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(core.JobFlow):
     def __init__(self, state) -> None:
         self.state = state  # the shared emulator state: faults and the fault log
         self.files: dict[str, StoredFile] = {}
@@ -86,14 +87,24 @@ class OpenAIEmulator:
 
     # -- the model ---------------------------------------------------------------------
 
-    def complete(self, body: dict[str, Any], key: str, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+    def complete(
+        self, body: dict[str, Any], key: str, *, realtime: bool = False
+    ) -> tuple[core.LineOutcome, dict[str, Any]]:
         """The model's answer to a request body, as a chat.completion object."""
         messages = body.get("messages") or []
         user_text = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
         prompt_text = "\n".join(str(m.get("content", "")) for m in messages)
         schema = (((body.get("response_format") or {}).get("json_schema")) or {}).get("schema")
-        outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
-                              log=lambda k, f: self.state.log_fault("openai", k, f), model_name=str(body.get("model", "")))
+        outcome = core.answer(
+            self.faults,
+            key,
+            schema,
+            user_text,
+            prompt_text,
+            realtime=realtime,
+            log=lambda k, f: self.state.log_fault("openai", k, f),
+            model_name=str(body.get("model", "")),
+        )
         message: dict[str, Any] = {"role": "assistant", "content": outcome.text, "refusal": None, "annotations": []}
         if outcome.refused:
             message["refusal"] = core.REFUSAL_TEXT
@@ -116,65 +127,116 @@ class OpenAIEmulator:
 
     # -- batches ------------------------------------------------------------------------
 
-    def advance(self, b: StoredBatch) -> None:
-        """Bring a batch's status up to date with the (scaled) clock."""
-        with self.lock:
-            if b.status in ("completed", "failed", "expired", "cancelled"):
-                return
-            now = time.time()
-            tl = core.Timeline(b.created_at, b.faults.time_scale)
-            if b.cancel_requested_at is not None:
-                if now >= tl.cancel_settles(b.cancel_requested_at):
-                    self._finish(b, "cancelled", tl.done_by(b.cancel_requested_at, b.total), "batch_cancelled")
-                return
-            phase = tl.phase(now)
-            if phase == "validating":
-                return
-            if b.status == "validating":
-                problems = self._validate_input(b)
-                if problems or b.faults.job_outcome == "failed_validation":
-                    b.errors = problems or [
-                        {"code": "invalid_request", "message": "The input file could not be processed.", "param": None, "line": None}
-                    ]
-                    b.status = "failed"
-                    b.times["failed_at"] = int(tl.validated)
-                    return
-                b.status = "in_progress"
-                b.times["in_progress_at"] = int(tl.validated)
-            if phase == "running":
-                return
-            if b.faults.job_outcome == "expired":
-                self._finish(b, "expired", int(b.total * b.faults.expire_done_fraction), "batch_expired")
-            elif phase == "finalizing":
-                b.status = "finalizing"
-                b.times["finalizing_at"] = int(tl.ran)
-            else:
-                self._finish(b, "completed", b.total, None)
+    # -- the job's life (core.JobFlow) ---------------------------------------------------------
+
+    PHASES = {
+        "validating": [(0.0, "validating")],
+        "running": [(0.0, "in_progress")],
+        "finalizing": [(0.0, "finalizing")],
+    }
+    INVALID_INPUT = [
+        {"code": "invalid_request", "message": "The input file could not be processed.", "param": None, "line": None}
+    ]
+    _ENDS = {
+        "completed": ("completed", None),
+        "expired": ("expired", "batch_expired"),
+        "cancelled": ("cancelled", "batch_cancelled"),
+    }
+
+    def ended(self, b: StoredBatch) -> bool:
+        return b.status in ("completed", "failed", "expired", "cancelled")
+
+    def size(self, b: StoredBatch) -> int:
+        return b.total
+
+    def show(self, b: StoredBatch, status: str, now: float) -> None:
+        if b.cancel_requested_at is None:
+            b.status = status
+            if status == "finalizing":
+                b.times.setdefault("finalizing_at", int(now))
+
+    def validate(self, b: StoredBatch) -> list[dict[str, Any]]:
+        return self._validate_input(b)
+
+    def fail(self, b: StoredBatch, problem: Any, at: float) -> None:
+        b.errors, b.status = problem, "failed"
+        b.times["failed_at"] = int(at)
+
+    def started(self, b: StoredBatch, at: float) -> None:
+        b.times["in_progress_at"] = int(at)
+
+    def finish(self, b: StoredBatch, outcome: str, done: int) -> None:
+        status, unfinished_code = self._ENDS[outcome]
+        self._finish(b, status, done, unfinished_code)
 
     def _validate_input(self, b: StoredBatch) -> list[dict[str, Any]]:
         f = self.files.get(b.input_file_id)
         if f is None:
-            return [{"code": "invalid_file", "message": f"File {b.input_file_id} not found.", "param": "input_file_id", "line": None}]
+            return [
+                {
+                    "code": "invalid_file",
+                    "message": f"File {b.input_file_id} not found.",
+                    "param": "input_file_id",
+                    "line": None,
+                }
+            ]
         problems, seen = [], set()
         lines = [line for line in core.jsonl_lines(f.data) if line.strip()]
         if len(lines) > MAX_REQUESTS or len(f.data) > MAX_BYTES:
-            return [{"code": "too_many_requests", "message": "The input file exceeds the batch limits.", "param": None, "line": None}]
+            return [
+                {
+                    "code": "too_many_requests",
+                    "message": "The input file exceeds the batch limits.",
+                    "param": None,
+                    "line": None,
+                }
+            ]
         for n, line in enumerate(lines, start=1):
             try:
                 item = json.loads(line)
                 cid = item["custom_id"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                problems.append({"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.", "param": None, "line": n})
+                problems.append(
+                    {
+                        "code": "invalid_json_line",
+                        "message": "This line is not parseable as valid JSON.",
+                        "param": None,
+                        "line": n,
+                    }
+                )
                 continue
             if cid in seen:
-                problems.append({"code": "duplicate_custom_id", "message": f"The custom_id {cid} is duplicated.", "param": "custom_id", "line": n})
+                problems.append(
+                    {
+                        "code": "duplicate_custom_id",
+                        "message": f"The custom_id {cid} is duplicated.",
+                        "param": "custom_id",
+                        "line": n,
+                    }
+                )
             seen.add(cid)
             if item.get("url") != b.endpoint:
-                problems.append({"code": "mismatched_endpoint", "message": f"The url of line {n} does not match the batch endpoint.", "param": "url", "line": n})
+                problems.append(
+                    {
+                        "code": "mismatched_endpoint",
+                        "message": f"The url of line {n} does not match the batch endpoint.",
+                        "param": "url",
+                        "line": n,
+                    }
+                )
             if item.get("method") != "POST":
-                problems.append({"code": "invalid_method", "message": "Only POST is supported.", "param": "method", "line": n})
+                problems.append(
+                    {"code": "invalid_method", "message": "Only POST is supported.", "param": "method", "line": n}
+                )
             if core.rejected_line(b.faults, [line]):
-                problems.append({"code": "invalid_request", "message": f"Line {n}: the request body is invalid.", "param": "body", "line": n})
+                problems.append(
+                    {
+                        "code": "invalid_request",
+                        "message": f"Line {n}: the request body is invalid.",
+                        "param": "body",
+                        "line": n,
+                    }
+                )
         b.total = len(lines)
         return problems[:100]
 
@@ -186,30 +248,57 @@ class OpenAIEmulator:
             cid = item["custom_id"]
             rid = f"batch_req_{secrets.token_hex(12)}"
             if i >= done:
-                err_lines.append({"id": rid, "custom_id": cid, "response": None, "error": {
-                    "code": unfinished_code,
-                    "message": "This request could not be executed before the batch ended.",
-                }})
+                err_lines.append(
+                    {
+                        "id": rid,
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {
+                            "code": unfinished_code,
+                            "message": "This request could not be executed before the batch ended.",
+                        },
+                    }
+                )
                 continue
             outcome, body = self.complete(item.get("body") or {}, cid)
             if outcome.failed:
                 status_code = b.faults.line_error_status
-                err_lines.append({"id": rid, "custom_id": cid, "error": None, "response": {
-                    "status_code": status_code,
-                    "request_id": secrets.token_hex(16),
-                    "body": {"error": {
-                        "message": "The server had an error while processing your request." if status_code >= 500 else "Rate limit reached.",
-                        "type": "server_error" if status_code >= 500 else "requests",
-                        "param": None,
-                        "code": None,
-                    }},
-                }})
+                err_lines.append(
+                    {
+                        "id": rid,
+                        "custom_id": cid,
+                        "error": None,
+                        "response": {
+                            "status_code": status_code,
+                            "request_id": secrets.token_hex(16),
+                            "body": {
+                                "error": {
+                                    "message": "The server had an error while processing your request."
+                                    if status_code >= 500
+                                    else "Rate limit reached.",
+                                    "type": "server_error" if status_code >= 500 else "requests",
+                                    "param": None,
+                                    "code": None,
+                                }
+                            },
+                        },
+                    }
+                )
                 continue
             b.usage["input_tokens"] += body["usage"]["prompt_tokens"]
             b.usage["output_tokens"] += body["usage"]["completion_tokens"]
-            out_lines.append({"id": rid, "custom_id": cid, "error": None, "response": {
-                "status_code": 200, "request_id": secrets.token_hex(16), "body": body,
-            }})
+            out_lines.append(
+                {
+                    "id": rid,
+                    "custom_id": cid,
+                    "error": None,
+                    "response": {
+                        "status_code": 200,
+                        "request_id": secrets.token_hex(16),
+                        "body": body,
+                    },
+                }
+            )
         out_lines = core.shuffled(out_lines, b.faults, b.id)
         err_lines = core.shuffled(err_lines, b.faults, f"{b.id}:errors")
         now = int(time.time())
@@ -265,7 +354,7 @@ class OpenAIEmulator:
         }
 
 
-def router(emu: OpenAIEmulator) -> APIRouter:
+def router(emu: OpenAIEmulator) -> APIRouter:  # noqa: C901 - its endpoints are counted as one function
     r = APIRouter(prefix="/openai/v1")
 
     @r.post("/files")
@@ -276,7 +365,9 @@ def router(emu: OpenAIEmulator) -> APIRouter:
             return error(400, f"Invalid purpose: {purpose!r}", param="purpose")
         data = await file.read()
         with emu.lock:
-            f = StoredFile(f"file-{secrets.token_hex(12)}", file.filename or "upload.jsonl", purpose, data, int(time.time()))
+            f = StoredFile(
+                f"file-{secrets.token_hex(12)}", file.filename or "upload.jsonl", purpose, data, int(time.time())
+            )
             emu.files[f.id] = f
         return f.obj()
 
@@ -322,7 +413,9 @@ def router(emu: OpenAIEmulator) -> APIRouter:
         if metadata is not None and (
             len(metadata) > 16 or any(len(k) > 64 or len(str(v)) > 512 for k, v in metadata.items())
         ):
-            return error(400, "metadata: at most 16 pairs, keys up to 64 and values up to 512 characters.", param="metadata")
+            return error(
+                400, "metadata: at most 16 pairs, keys up to 64 and values up to 512 characters.", param="metadata"
+            )
         f = emu.files.get(body["input_file_id"])
         if f is None:
             return error(404, f"No such File object: {body['input_file_id']}", param="input_file_id")
@@ -376,7 +469,9 @@ def router(emu: OpenAIEmulator) -> APIRouter:
             return error(400, "The request body is invalid.", param="messages")
         outcome, completion = emu.complete(body, model.dumps(body.get("messages")), realtime=True)
         if outcome.failed:
-            return error(emu.faults.line_error_status, "The server had an error while processing your request.", "server_error")
+            return error(
+                emu.faults.line_error_status, "The server had an error while processing your request.", "server_error"
+            )
         return completion
 
     return r

@@ -29,7 +29,11 @@ class GCS:
     def read(self, uri: str) -> bytes | None:
         bucket, name = split_uri(uri, "gs")
         # one connection per call: the GCS emulator's server does not keep connections alive
-        r = httpx.get(f"{self.base}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}", params={"alt": "media"}, timeout=30)
+        r = httpx.get(
+            f"{self.base}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}",
+            params={"alt": "media"},
+            timeout=30,
+        )
         if r.status_code == 404:
             return None
         r.raise_for_status()

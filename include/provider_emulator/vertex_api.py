@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,9 +24,24 @@ from provider_emulator import core
 from provider_emulator.faults import ProviderFaults
 
 PREFIX = "/vertex/v1beta1/projects/{project}/locations/{location}"
-STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-          409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
-TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+TERMINAL = {
+    "JOB_STATE_SUCCEEDED",
+    "JOB_STATE_PARTIALLY_SUCCEEDED",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_EXPIRED",
+}
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -74,13 +89,14 @@ class StoredJob:
     stats: dict[str, int] = field(default_factory=dict)
     output_dir: str | None = None
     lines: list[dict[str, Any]] | None = None
+    validated: bool = False
 
     @property
     def name(self) -> str:
         return f"projects/{self.project}/locations/{self.location}/batchPredictionJobs/{self.id}"
 
 
-class VertexEmulator:
+class VertexEmulator(core.JobFlow):
     def __init__(self, state, gcs) -> None:
         self.state = state
         self.gcs = gcs
@@ -91,21 +107,43 @@ class VertexEmulator:
     def faults(self) -> ProviderFaults:
         return self.state.config.vertex
 
-    def generate(self, request: dict[str, Any], model_name: str, key: str, *, realtime: bool = False) -> tuple[core.LineOutcome, dict[str, Any]]:
+    def generate(
+        self, request: dict[str, Any], model_name: str, key: str, *, realtime: bool = False
+    ) -> tuple[core.LineOutcome, dict[str, Any]]:
         contents = request.get("contents") or []
         user_text = "\n".join(_text(c) for c in contents if c.get("role", "user") == "user")
         prompt_text = _text(request.get("systemInstruction")) + "\n" + "\n".join(_text(c) for c in contents)
         config = request.get("generationConfig") or {}
-        schema = config.get("responseJsonSchema") or (normalize_schema(config["responseSchema"]) if config.get("responseSchema") else None)
-        outcome = core.answer(self.faults, key, schema, user_text, prompt_text, realtime=realtime,
-                              log=lambda k, f: self.state.log_fault("vertex", k, f), model_name=model_name.rsplit("/", 1)[-1])
+        schema = config.get("responseJsonSchema") or (
+            normalize_schema(config["responseSchema"]) if config.get("responseSchema") else None
+        )
+        outcome = core.answer(
+            self.faults,
+            key,
+            schema,
+            user_text,
+            prompt_text,
+            realtime=realtime,
+            log=lambda k, f: self.state.log_fault("vertex", k, f),
+            model_name=model_name.rsplit("/", 1)[-1],
+        )
         if outcome.refused:
-            candidate = {"index": 0, "finishReason": "SAFETY", "safetyRatings": [
-                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]}
+            candidate = {
+                "index": 0,
+                "finishReason": "SAFETY",
+                "safetyRatings": [
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
+                ],
+            }
         else:
-            text = outcome.text if schema is not None or outcome.answer is None else str(outcome.answer.get("answer", ""))
-            candidate = {"index": 0, "content": {"role": "model", "parts": [{"text": text}]},
-                         "finishReason": "MAX_TOKENS" if outcome.fault == "non_json" else "STOP"}
+            text = (
+                outcome.text if schema is not None or outcome.answer is None else str(outcome.answer.get("answer", ""))
+            )
+            candidate = {
+                "index": 0,
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "MAX_TOKENS" if outcome.fault == "non_json" else "STOP",
+            }
         return outcome, {
             "candidates": [candidate],
             "usageMetadata": {
@@ -119,32 +157,38 @@ class VertexEmulator:
             "responseId": secrets.token_urlsafe(16),
         }
 
-    def advance(self, job: StoredJob) -> None:
-        with self.lock:
-            if job.state in TERMINAL:
-                return
-            now = time.time()
-            tl = core.Timeline(job.created_at, job.faults.time_scale)
-            if job.cancel_requested_at is not None:
-                if now >= tl.cancel_settles(job.cancel_requested_at):
-                    self._end(job, "JOB_STATE_CANCELLED", tl.done_by(job.cancel_requested_at, len(job.lines or [])))
-                return
-            phase = tl.phase(now)
-            if phase == "validating":
-                return
-            if job.lines is None:
-                problem = self._load_input(job)
-                if problem or job.faults.job_outcome == "failed_validation":
-                    job.error = {"code": 3, "message": problem or "Failed to import data. The input is not valid JSON lines."}
-                    job.state, job.ended_at, job.updated_at = "JOB_STATE_FAILED", tl.validated, tl.validated
-                    return
-                job.state, job.started_at, job.updated_at = "JOB_STATE_RUNNING", tl.validated, tl.validated
-            if phase in ("running", "finalizing"):
-                return
-            if job.faults.job_outcome == "expired":
-                self._end(job, "JOB_STATE_EXPIRED", int(len(job.lines) * job.faults.expire_done_fraction))
-            else:
-                self._end(job, None, len(job.lines))
+    # -- the job's life (core.JobFlow) ---------------------------------------------------------
+
+    PHASES = {
+        "validating": [(0.0, "JOB_STATE_PENDING")],
+        "running": [(0.0, "JOB_STATE_RUNNING")],
+        "finalizing": [(0.0, "JOB_STATE_RUNNING")],
+    }
+    INVALID_INPUT = "Failed to import data. The input is not valid JSON lines."
+    _ENDS = {"completed": None, "expired": "JOB_STATE_EXPIRED", "cancelled": "JOB_STATE_CANCELLED"}
+
+    def ended(self, job: StoredJob) -> bool:
+        return job.state in TERMINAL
+
+    def size(self, job: StoredJob) -> int:
+        return len(job.lines or [])
+
+    def show(self, job: StoredJob, status: str, now: float) -> None:
+        if job.state != status:
+            job.state, job.updated_at = status, now
+
+    def validate(self, job: StoredJob) -> str | None:
+        return self._load_input(job)
+
+    def fail(self, job: StoredJob, problem: Any, at: float) -> None:
+        job.error = {"code": 3, "message": problem}
+        job.state, job.ended_at, job.updated_at = "JOB_STATE_FAILED", at, at
+
+    def started(self, job: StoredJob, at: float) -> None:
+        job.started_at = at
+
+    def finish(self, job: StoredJob, outcome: str, done: int) -> None:
+        self._end(job, self._ENDS[outcome], done)
 
     def _load_input(self, job: StoredJob) -> str | None:
         source = (job.body.get("inputConfig") or {}).get("gcsSource", {}).get("uris") or []
@@ -162,27 +206,36 @@ class VertexEmulator:
         lines = job.lines or []
         out, ok, failed = [], 0, 0
         model_name = job.body.get("model", "")
-        for i, item in enumerate(lines[:done]):
+        for item in lines[:done]:
             request = item["request"]
             key = (request.get("labels") or {}).get("custom_id") or json.dumps(request, sort_keys=True)
             outcome, response = self.generate(request, model_name, key)
             row: dict[str, Any] = {"status": "", "processed_time": core.rfc3339(time.time()), "request": request}
             if outcome.failed:
                 status = job.faults.line_error_status
-                row["status"] = f"{STATUS.get(status, 'INTERNAL')}: {'Internal error encountered.' if status >= 500 else 'Quota exceeded.'}"
+                row["status"] = (
+                    f"{STATUS.get(status, 'INTERNAL')}: "
+                    f"{'Internal error encountered.' if status >= 500 else 'Quota exceeded.'}"
+                )
                 failed += 1
             else:
                 row["response"] = response
                 ok += 1
             out.append(row)
-        stamp = datetime.fromtimestamp(job.created_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        prefix = ((job.body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix", "").rstrip("/")
+        stamp = datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        prefix = (
+            ((job.body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix", "").rstrip("/")
+        )
         job.output_dir = f"{prefix}/prediction-model-{stamp}"
         data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in core.shuffled(out, job.faults, job.id))
         self.gcs.write(f"{job.output_dir}/predictions.jsonl", data.encode())
         job.stats = {"successfulCount": ok, "failedCount": failed, "incompleteCount": len(lines) - done}
         if state is None:
-            state = "JOB_STATE_SUCCEEDED" if failed == 0 else ("JOB_STATE_PARTIALLY_SUCCEEDED" if ok else "JOB_STATE_FAILED")
+            state = (
+                "JOB_STATE_SUCCEEDED"
+                if failed == 0
+                else ("JOB_STATE_PARTIALLY_SUCCEEDED" if ok else "JOB_STATE_FAILED")
+            )
             if state == "JOB_STATE_FAILED":
                 job.error = {"code": 13, "message": "All requests in the batch failed."}
         job.state, job.ended_at, job.updated_at = state, time.time(), time.time()
@@ -215,7 +268,7 @@ class VertexEmulator:
         return obj
 
 
-def router(emu: VertexEmulator) -> APIRouter:
+def router(emu: VertexEmulator) -> APIRouter:  # noqa: C901 - its endpoints are counted as one function
     r = APIRouter(prefix=PREFIX)
 
     def find(job_id: str) -> StoredJob | None:
@@ -232,22 +285,33 @@ def router(emu: VertexEmulator) -> APIRouter:
         if not (body["outputConfig"].get("gcsDestination") or {}).get("outputUriPrefix"):
             return error(400, "Only gcsDestination output is emulated (outputConfig.gcsDestination.outputUriPrefix).")
         with emu.lock:
-            job = StoredJob(str(secrets.randbelow(9 * 10**17) + 10**17), project, location, body, time.time(),
-                            emu.faults.model_copy(deep=True))
+            job = StoredJob(
+                str(secrets.randbelow(9 * 10**17) + 10**17),
+                project,
+                location,
+                body,
+                time.time(),
+                emu.faults.model_copy(deep=True),
+            )
             emu.jobs[job.id] = job
         emu.state.created["vertex"].append(job.id)
         return emu.job_obj(job)
 
     @r.get("/batchPredictionJobs")
-    def list_jobs(project: str, location: str, pageSize: int = 100, pageToken: str | None = None, filter: str | None = None):
+    def list_jobs(
+        project: str, location: str, pageSize: int = 100, pageToken: str | None = None, filter: str | None = None
+    ):
         with emu.lock:
-            jobs = sorted((j for j in emu.jobs.values() if j.project == project and j.location == location),
-                          key=lambda j: (j.created_at, j.id), reverse=True)
+            jobs = sorted(
+                (j for j in emu.jobs.values() if j.project == project and j.location == location),
+                key=lambda j: (j.created_at, j.id),
+                reverse=True,
+            )
         if filter and filter.startswith("display_name="):
             wanted = filter.split("=", 1)[1].strip().strip('"')
             jobs = [j for j in jobs if j.body.get("displayName") == wanted]
         start = int(pageToken or 0)
-        page = jobs[start:start + max(pageSize, 1)]
+        page = jobs[start : start + max(pageSize, 1)]
         result: dict[str, Any] = {"batchPredictionJobs": [emu.job_obj(j) for j in page]}
         if start + len(page) < len(jobs):
             result["nextPageToken"] = str(start + len(page))
@@ -284,8 +348,11 @@ def router(emu: VertexEmulator) -> APIRouter:
             return error(400, f"BatchPredictionJob {job_id} is {job.state}; cancel it before deleting it.")
         with emu.lock:
             del emu.jobs[job_id]
-        return {"name": f"{job.name}/operations/{secrets.randbelow(10**18)}", "done": True,
-                "metadata": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeleteOperationMetadata"}}
+        return {
+            "name": f"{job.name}/operations/{secrets.randbelow(10**18)}",
+            "done": True,
+            "metadata": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeleteOperationMetadata"},
+        }
 
     @r.post("/publishers/{publisher}/models/{model_action}")
     async def generate_content(project: str, location: str, publisher: str, model_action: str, request: Request):
@@ -297,7 +364,12 @@ def router(emu: VertexEmulator) -> APIRouter:
             return error(400, "contents is required.")
         if core.rejected_line(emu.faults, [body]):
             return error(400, "Request contains an invalid argument.")
-        outcome, response = emu.generate(body, f"publishers/{publisher}/models/{model_id}", json.dumps(body.get("contents"), sort_keys=True), realtime=True)
+        outcome, response = emu.generate(
+            body,
+            f"publishers/{publisher}/models/{model_id}",
+            json.dumps(body.get("contents"), sort_keys=True),
+            realtime=True,
+        )
         if outcome.failed:
             status = emu.faults.line_error_status
             return error(status, "Internal error encountered." if status >= 500 else "Quota exceeded.")
