@@ -14,7 +14,10 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(PY) -m batch_ai ui
 
+# the house style first (pyproject.toml), then the suite
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)

@@ -15,6 +15,11 @@ class BatchAIReviewPlugin(AirflowPlugin):
     name = "batch_ai_review"
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "batch-ai review queue"}]
     external_views = [
-        {"name": "Review queue", "href": f"{PREFIX}/review", "url_route": "batch-ai-review", "icon": None,
-         "destination": "nav"},
+        {
+            "name": "Review queue",
+            "href": f"{PREFIX}/review",
+            "url_route": "batch-ai-review",
+            "icon": None,
+            "destination": "nav",
+        },
     ]

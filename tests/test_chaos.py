@@ -44,14 +44,24 @@ ROWS = 120  # 100 valid tickets a night: Bedrock's minimum job size
 #: ticket published; the malformed rows dead letters (the same 8 both nights, kept once).
 EXPECTED = {"published": 200, "dead_letter": 8}
 #: Where each provider's create call goes (matched against the path after the provider prefix).
-CREATE = {"openai": r"^/v1/batches$", "anthropic": r"^/v1/messages/batches$", "vertex": r"batchPredictionJobs$",
-          "bedrock": r"^/model-invocation-job$"}
+CREATE = {
+    "openai": r"^/v1/batches$",
+    "anthropic": r"^/v1/messages/batches$",
+    "vertex": r"batchPredictionJobs$",
+    "bedrock": r"^/model-invocation-job$",
+}
 #: Each kill point's ledger: the two that freeze the run with a table lock need PostgreSQL's
 #: table-level locks (SQLite's one lock would stop the run's reads too); the others use SQLite.
-BACKEND = {"clean": "sqlite", "after_create": "sqlite", "during_wait": "sqlite", "during_collect": "postgresql",
-           "during_publish": "postgresql"}
-CASES = [("openai", "clean")] + [(p, k) for p in CREATE for k in ("after_create", "during_wait", "during_collect",
-                                                                    "during_publish")]
+BACKEND = {
+    "clean": "sqlite",
+    "after_create": "sqlite",
+    "during_wait": "sqlite",
+    "during_collect": "postgresql",
+    "during_publish": "postgresql",
+}
+CASES = [("openai", "clean")] + [
+    (p, k) for p in CREATE for k in ("after_create", "during_wait", "during_collect", "during_publish")
+]
 
 
 class Night:
@@ -61,8 +71,14 @@ class Night:
         run.runs += 1
         self.log = run.home / f"night-{run.runs}-{day}.log"
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(dags_test_command(run.workload, day), env=run.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            dags_test_command(run.workload, day),
+            env=run.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -193,9 +209,15 @@ def test_a_night_killed_at_any_point_is_finished_by_the_next(chaos):
     assert all(any(j.provider_job_id.endswith(c) for j in submitted) for c in created)
 
     # every record published at most once, in the sink and in the audit
-    twice = run.scalar(select(func.count()).select_from(
-        select(t.audit.c.record_id).where(t.audit.c.to_state == "published").group_by(t.audit.c.record_id)
-        .having(func.count() > 1).subquery()))
+    twice = run.scalar(
+        select(func.count()).select_from(
+            select(t.audit.c.record_id)
+            .where(t.audit.c.to_state == "published")
+            .group_by(t.audit.c.record_id)
+            .having(func.count() > 1)
+            .subquery()
+        )
+    )
     assert twice == 0
     sink = run.rows(text("select ticket_id, publish_status from ticket_summaries"))
     assert len(sink) == len({r.ticket_id for r in sink}) == EXPECTED["published"]

@@ -18,7 +18,7 @@ def test_dag_file_imports_without_io(path, tmp_path, record_property):
     # ledger URL and the provider base URL point at nothing: any parse-time I/O would fail.
     code = f"""
 import sys, time, socket
-sys.path[:0] = [{str(REPO / 'plugins')!r}, {str(REPO / 'include')!r}]
+sys.path[:0] = [{str(REPO / "plugins")!r}, {str(REPO / "include")!r}]
 def no_network(*a, **k):
     raise AssertionError("network access at DAG parse time")
 socket.socket.connect = no_network
@@ -36,8 +36,12 @@ for dag in dags:
     dag.validate()
 print(f"{{elapsed:.3f}}", ",".join(d.dag_id for d in dags), len(dags[0].tasks))
 """
-    env = {"PATH": "/usr/bin:/bin", "BATCH_AI_LEDGER_URL": f"sqlite:///{tmp_path}/must-not-exist/ledger.sqlite",
-           "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BATCH_AI_LEDGER_URL": f"sqlite:///{tmp_path}/must-not-exist/ledger.sqlite",
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seconds, dag_ids, n_tasks = proc.stdout.split()[-3:]
@@ -53,7 +57,17 @@ def test_dag_shape():
     dag = build_dag("ticket_summaries")
     rounds = [f"retry_{n}.{t}" for n in (1, 2) for t in ("requeue", "plan", "job.submit", "job.wait", "job.collect")]
     assert set(dag.task_ids) == {
-        "extract", "sample", "plan", "job.submit", "job.wait", "job.collect", *rounds, "review", "quality_gate", "publish", "report",
+        "extract",
+        "sample",
+        "plan",
+        "job.submit",
+        "job.wait",
+        "job.collect",
+        *rounds,
+        "review",
+        "quality_gate",
+        "publish",
+        "report",
     }
     assert dag.get_task("job.wait").deferrable
     assert dag.get_task("job.submit").__class__.__name__ == "OpenAIBatchSubmitOperator"
@@ -65,7 +79,15 @@ def test_trigger_form_params_describe_backfills():
     from batch_ai.dag_factory import build_dag
 
     params = build_dag("ticket_summaries").params
-    assert set(params) == {"date_from", "date_to", "rerun_states", "prompt_version", "schema_version", "record_limit", "dry_run"}
+    assert set(params) == {
+        "date_from",
+        "date_to",
+        "rerun_states",
+        "prompt_version",
+        "schema_version",
+        "record_limit",
+        "dry_run",
+    }
     for name in params:
         assert params.get_param(name).description, f"param {name} has no description for the trigger form"
     assert params["dry_run"] is False and params["rerun_states"] == []
@@ -84,7 +106,9 @@ def test_human_approval_of_the_publish_sits_between_the_gate_and_the_publish(tmp
     from batch_ai.workloads import load_workload
 
     copy = tmp_path / "include"
-    shutil.copytree(include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
+    shutil.copytree(
+        include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__")
+    )
     spec_path = copy / "workloads" / "ticket_summaries.yaml"
     spec = yaml.safe_load(spec_path.read_text())
     spec["quality_gate"]["human_approval"] = True
@@ -129,31 +153,58 @@ def test_the_evaluation_dag_runs_each_target_then_scores_them():
 
     dag = build_dag("model_evaluation")
     evaluate = dag.get_task("evaluate")
-    assert evaluate.upstream_task_ids == {"openai__gpt_4o_mini.report", "openai__gpt_4_1_nano.report",
-                                          "anthropic__claude_haiku_4_5.report", "vertex__gemini_2_0_flash_001.report"}
+    assert evaluate.upstream_task_ids == {
+        "openai__gpt_4o_mini.report",
+        "openai__gpt_4_1_nano.report",
+        "anthropic__claude_haiku_4_5.report",
+        "vertex__gemini_2_0_flash_001.report",
+    }
     assert type(dag.get_task("vertex__gemini_2_0_flash_001.job.submit")).__name__ == "VertexGeminiBatchSubmitOperator"
     assert dag.get_task("anthropic__claude_haiku_4_5.extract").target == "anthropic:claude-haiku-4-5"
 
 
 def test_provider_calls_retry_what_a_retry_can_fix_and_fail_fast_otherwise():
+    """An exception raised in a task goes the way it goes in Airflow: through the operator's one
+    translation (the adapter classifies the SDK's exceptions), then the task's retry policy."""
     import httpx
     import openai
+    from airflow.sdk.exceptions import AirflowFailException
 
     from batch_ai.dag_factory import build_dag
+    from batch_ai.errors import StageError
     from batch_ai.ledger.states import IllegalTransition
-    from batch_ai.pipeline import StageError
 
-    policy = build_dag("ticket_summaries").get_task("job.submit").retry_policy
+    task = build_dag("ticket_summaries").get_task("job.submit")
+    assert task.adapter.name == "openai"  # the task made a provider call: its adapter classifies what it raised
     request = httpx.Request("POST", "http://127.0.0.1/v1/batches")
 
+    def decision(exc):
+        try:
+            with task.airflow_errors():
+                raise exc
+        except AirflowFailException:
+            return None
+        except Exception as raised:
+            return task.retry_policy.evaluate(raised, try_number=1, max_tries=3)
+
     def action(exc):
-        return policy.evaluate(exc, try_number=1, max_tries=3).action.value
+        made = decision(exc)
+        return "fail" if made is None else made.action.value
 
     assert action(openai.APIConnectionError(request=request)) == "retry"
-    assert action(openai.RateLimitError("slow down", response=httpx.Response(429, request=request), body=None)) == "retry"
-    assert policy.evaluate(openai.RateLimitError("x", response=httpx.Response(429, request=request), body=None),
-                           1, 3).retry_delay.total_seconds() == 120
-    assert action(openai.AuthenticationError("bad key", response=httpx.Response(401, request=request), body=None)) == "fail"
+    assert (
+        action(openai.RateLimitError("slow down", response=httpx.Response(429, request=request), body=None)) == "retry"
+    )
+    assert (
+        decision(
+            openai.RateLimitError("x", response=httpx.Response(429, request=request), body=None)
+        ).retry_delay.total_seconds()
+        == 120
+    )
+    assert (
+        action(openai.AuthenticationError("bad key", response=httpx.Response(401, request=request), body=None))
+        == "fail"
+    )
     assert action(StageError("record 1 alone is too big")) == "fail"
     assert action(IllegalTransition("record 1: queued -> published")) == "fail"
     assert action(KeyError("something else")) == "default"

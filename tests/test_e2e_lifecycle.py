@@ -53,12 +53,17 @@ def test_invalid_outputs_wait_for_a_new_version_then_only_they_are_rerun(run):
     assert len(run.batches()) == jobs_before + 1
     report = run.report()
     assert report["prompt_version"] == "v2" and [j["records"] for j in report["jobs"]] == [len(invalid)]
-    now = {x.id: (x.state, x.prompt_version) for x in run.rows(select(r.id, r.state, r.prompt_version).where(r.custom_id.is_not(None)))}
+    now = {
+        x.id: (x.state, x.prompt_version)
+        for x in run.rows(select(r.id, r.state, r.prompt_version).where(r.custom_id.is_not(None)))
+    }
     assert {i for i, v in now.items() if v == ("published", "v2")} == invalid
     assert {i for i, v in now.items() if v == ("published", "v1")} == published
     sent = submissions_per_record(run)
     assert {sent[i] for i in invalid} == {2} and {sent[i] for i in published} == {1}
-    sink = dict(run.rows(text("select record_id, prompt_version from ticket_summaries where publish_status = 'published'")))
+    sink = dict(
+        run.rows(text("select record_id, prompt_version from ticket_summaries where publish_status = 'published'"))
+    )
     assert len(sink) == 100 and {sink[i] for i in invalid} == {"v2"}
 
 
@@ -86,16 +91,28 @@ def test_a_nightly_run_and_a_backfill_at_the_same_time_submit_and_publish_each_r
     with empty_ledger_url("postgresql", tmp_path) as ledger_url:
         procs = []
         # separate Airflow homes (each its own metadata DB), one ledger on PostgreSQL
-        for name, day, conf in (("nightly", DAY, None),
-                                ("backfill", "2026-11-28", {"date_from": DAY, "rerun_states": ["provider_error"]})):
+        for name, day, conf in (
+            ("nightly", DAY, None),
+            ("backfill", "2026-11-28", {"date_from": DAY, "rerun_states": ["provider_error"]}),
+        ):
             home = tmp_path / name
             home.mkdir()
             shutil.copy(airflow_template, home / "airflow.db")
             r = Run(home, ledger_url, data, emulator)
             r.with_spec(tmp_path / f"spec-{name}")
             log = open(home / "run.log", "w")
-            procs.append((r, log, subprocess.Popen(dags_test_command("ticket_summaries", day, conf), env=r.env,
-                                                   stdout=log, stderr=subprocess.STDOUT)))
+            procs.append(
+                (
+                    r,
+                    log,
+                    subprocess.Popen(
+                        dags_test_command("ticket_summaries", day, conf),
+                        env=r.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+            )
         for r, log, proc in procs:
             assert proc.wait(timeout=600) == 0, (r.home / "run.log").read_text()[-5000:]
             log.close()
@@ -105,7 +122,9 @@ def test_a_nightly_run_and_a_backfill_at_the_same_time_submit_and_publish_each_r
         sent = submissions_per_record(run)
         assert len(sent) == records and set(sent.values()) == {1}, "a record was submitted twice"
         a = t.audit.c
-        published = dict(run.rows(select(a.record_id, func.count()).where(a.to_state == "published").group_by(a.record_id)))
+        published = dict(
+            run.rows(select(a.record_id, func.count()).where(a.to_state == "published").group_by(a.record_id))
+        )
         assert len(published) == records and set(published.values()) == {1}, "a record was published twice"
         jobs = run.rows(select(t.jobs.c.run_id, t.jobs.c.record_count).where(t.jobs.c.provider_job_id.is_not(None)))
         assert sum(j.record_count for j in jobs) == records

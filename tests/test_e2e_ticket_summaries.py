@@ -12,7 +12,6 @@ import yaml
 from sqlalchemy import create_engine, func, select, text
 
 from batch_ai import include_dir
-
 from batch_ai.ledger import tables as t
 from batch_ai.localenv import airflow_env, dags_test
 from provider_emulator.model import Reading
@@ -26,10 +25,20 @@ DAY = "2026-11-25"
 class Run:
     """One project-local Airflow, one ledger, one data directory, one emulator."""
 
-    def __init__(self, home: Path, ledger_url: str, data_dir: Path, emulator, provider: str | None = "openai",
-                 workload: str = "ticket_summaries"):
-        extra = {**emulator.airflow_env(), **({"BATCH_AI_PROVIDER": provider} if provider else {}),
-                 "BATCH_AI_REPORT_DIR": str(home / "reports")}
+    def __init__(
+        self,
+        home: Path,
+        ledger_url: str,
+        data_dir: Path,
+        emulator,
+        provider: str | None = "openai",
+        workload: str = "ticket_summaries",
+    ):
+        extra = {
+            **emulator.airflow_env(),
+            **({"BATCH_AI_PROVIDER": provider} if provider else {}),
+            "BATCH_AI_REPORT_DIR": str(home / "reports"),
+        }
         self.workload = workload
         self.data_dir = data_dir
         self.env = airflow_env(home, ledger_url=ledger_url, data_dir=data_dir, extra=extra)
@@ -58,8 +67,9 @@ class Run:
 
     def report(self):
         """The report of the run that finished last."""
-        return self.rows(select(t.runs.c.report).where(t.runs.c.report.is_not(None))
-                         .order_by(t.runs.c.finished_at.desc()).limit(1))[0].report
+        return self.rows(
+            select(t.runs.c.report).where(t.runs.c.report.is_not(None)).order_by(t.runs.c.finished_at.desc()).limit(1)
+        )[0].report
 
     def batches(self) -> list[str]:
         """The provider jobs the emulator holds."""
@@ -73,7 +83,9 @@ class Run:
         """Run against a copy of include/ whose workload YAML has ``changes`` (dotted keys)."""
         changes = {**self.base_changes, **changes}
         copy = tmp_path / "include"
-        shutil.copytree(include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
+        shutil.copytree(
+            include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__")
+        )
         path = copy / "workloads" / f"{self.workload}.yaml"
         spec = yaml.safe_load(path.read_text())
         for dotted, value in changes.items():
@@ -123,17 +135,20 @@ def test_clean_run_publishes_every_valid_record_and_reruns_are_no_ops(run, tmp_p
     assert report["cost"]["realtime_equivalent_usd"] == pytest.approx(2 * report["cost"]["batch_usd"], rel=1e-3)
 
     # dead letters carry a reason naming the row and the problem
-    reasons = [r.error_message for r in run.rows(select(t.records.c.error_message).where(t.records.c.state == "dead_letter"))]
+    reasons = [
+        r.error_message for r in run.rows(select(t.records.c.error_message).where(t.records.c.state == "dead_letter"))
+    ]
     assert any("no ticket_id" in r for r in reasons) and any("not valid JSON" in r for r in reasons)
     assert any("(ticket_id T-EMPTY-1): required field 'body'" in r for r in reasons)
     assert all(f"closed_{DAY}.jsonl line " in r for r in reasons)  # the file and line of each
 
-    published = run.rows(text("select ticket_id, summary, category, record_id from ticket_summaries where publish_status = 'published'"))
+    published = run.rows(
+        text("select ticket_id, summary, category, record_id from ticket_summaries where publish_status = 'published'")
+    )
     assert len(published) == states["published"] == len({p.ticket_id for p in published})
     # publishing emitted an Airflow asset event that downstream DAGs can be scheduled on
     with sqlite3.connect(run.home / "airflow.db") as airflow_db:
-        events = airflow_db.execute(
-            "select a.uri from asset_event e join asset a on a.id = e.asset_id").fetchall()
+        events = airflow_db.execute("select a.uri from asset_event e join asset a on a.id = e.asset_id").fetchall()
     assert events == [("batch-ai://ticket_summaries/ticket_summaries",)]
     assert not any("<" in p.summary for p in published)
 
@@ -144,19 +159,31 @@ def test_clean_run_publishes_every_valid_record_and_reruns_are_no_ops(run, tmp_p
     assert len(run.batches()) == batches_before
     assert again["provider_job_ids"] == [] and again["lost"] == 0
     assert again["states"]["published"] == states["published"]
-    assert run.scalar(text("select count(*) from ticket_summaries where publish_status = 'published'")) == len(published)
+    assert run.scalar(text("select count(*) from ticket_summaries where publish_status = 'published'")) == len(
+        published
+    )
     with_two_publishes = run.scalar(
         select(func.count()).select_from(
-            select(t.audit.c.record_id).where(t.audit.c.to_state == "published").group_by(t.audit.c.record_id)
-            .having(func.count() > 1).subquery()
+            select(t.audit.c.record_id)
+            .where(t.audit.c.to_state == "published")
+            .group_by(t.audit.c.record_id)
+            .having(func.count() > 1)
+            .subquery()
         )
     )
     assert with_two_publishes == 0
 
 
-EXPECTED = {"line_error": "provider_error", "refusal": "review_required", "non_json": "invalid_output",
-            "html": "invalid_output", "bad_enum": "invalid_output", "wrong_id": "invalid_output",
-            "overlong": "invalid_output", "missing_field": "invalid_output"}
+EXPECTED = {
+    "line_error": "provider_error",
+    "refusal": "review_required",
+    "non_json": "invalid_output",
+    "html": "invalid_output",
+    "bad_enum": "invalid_output",
+    "wrong_id": "invalid_output",
+    "overlong": "invalid_output",
+    "missing_field": "invalid_output",
+}
 
 
 def test_faults_route_each_record_to_its_state(provider_run, tmp_path):
@@ -164,37 +191,52 @@ def test_faults_route_each_record_to_its_state(provider_run, tmp_path):
     write_day(run.data, DAY, count=120)
     # the first collection's routing, before any retry, with a gate that lets a faulty night through
     run.with_spec(tmp_path, **{"retry.rounds": 0, "quality_gate.max_invalid_rate": 1.0})
-    run.emulator.set_faults({
-        run.provider: {
-            "seed": 5,
-            "shuffle": True,
-            "realtime_faults": False,  # keep the sample step out of it: this test is about batch lines
-            "line_error_rate": 0.08,
-            "refusal_rate": 0.03,
-            "malformed": {"non_json": 0.06, "html": 0.08, "bad_enum": 0.05, "wrong_id": 0.05, "overlong": 0.04},
+    run.emulator.set_faults(
+        {
+            run.provider: {
+                "seed": 5,
+                "shuffle": True,
+                "realtime_faults": False,  # keep the sample step out of it: this test is about batch lines
+                "line_error_rate": 0.08,
+                "refusal_rate": 0.03,
+                "malformed": {"non_json": 0.06, "html": 0.08, "bad_enum": 0.05, "wrong_id": 0.05, "overlong": 0.04},
+            }
         }
-    })
+    )
     run.dag()
     report = run.report()
     assert report["lost"] == 0 and report["provider"] == run.provider and len(report["provider_job_ids"]) == 1
     faulted = run.emulator.fault_log()[run.provider]
-    rows = run.rows(select(t.records.c.custom_id, t.records.c.state, t.records.c.error_kind, t.records.c.source_id,
-                           t.records.c.input).where(t.records.c.custom_id.is_not(None)))
+    rows = run.rows(
+        select(
+            t.records.c.custom_id, t.records.c.state, t.records.c.error_kind, t.records.c.source_id, t.records.c.input
+        ).where(t.records.c.custom_id.is_not(None))
+    )
     assert len(rows) == 100
     assert {"line_error", "html", "non_json"} <= set(faulted.values())
     for r in rows:
-        assert r.state == EXPECTED.get(faulted.get(r.custom_id), "published"), (r.custom_id, faulted.get(r.custom_id), r.state)
+        assert r.state == EXPECTED.get(faulted.get(r.custom_id), "published"), (
+            r.custom_id,
+            faulted.get(r.custom_id),
+            r.state,
+        )
     assert {r.error_kind for r in rows if r.state == "provider_error"} == {"server_error"}
     assert all(r.error_kind == "refusal" for r in rows if faulted.get(r.custom_id) == "refusal")
 
     # HTML output is never published; every published row is its own ticket's answer (order was shuffled)
-    published = {p.ticket_id: p for p in run.rows(text("select ticket_id, summary from ticket_summaries where publish_status = 'published'"))}
+    published = {
+        p.ticket_id: p
+        for p in run.rows(text("select ticket_id, summary from ticket_summaries where publish_status = 'published'"))
+    }
     html_ids = {r.source_id for r in rows if faulted.get(r.custom_id) == "html"}
     assert html_ids and not html_ids & set(published)
     inputs = {r.source_id: r.input for r in rows}
     for ticket_id, p in published.items():
         ticket = inputs[ticket_id]
-        assert p.summary.split(".")[0] in Reading(f"<input>\nSubject: {ticket['subject']}\n{ticket['body']}\n</input>").text
+        assert (
+            p.summary.split(".")[0]
+            in Reading(f"<input>\nSubject: {ticket['subject']}\n{ticket['body']}\n</input>").text
+        )
     assert report["states"]["published"] == len(published)
 
 
@@ -258,7 +300,9 @@ def test_bedrock_below_its_minimum_uses_real_time_calls_or_holds(airflow_home, t
 
 def test_transient_failures_are_retried_and_published_once(run, tmp_path):
     """Records failing transiently twice are published on their third attempt, once."""
-    run.emulator.set_faults({"openai": {"seed": 3, "realtime_faults": False, "line_error_rate": 0.1, "line_error_repeats": 2}})
+    run.emulator.set_faults(
+        {"openai": {"seed": 3, "realtime_faults": False, "line_error_rate": 0.1, "line_error_repeats": 2}}
+    )
     run.dag()
     report = run.report()
     assert report["lost"] == 0 and report["states"]["published"] == 100 and report["states"]["provider_error"] == 0
@@ -268,20 +312,27 @@ def test_transient_failures_are_retried_and_published_once(run, tmp_path):
     retried = run.rows(select(t.records.c.id, t.records.c.attempts).where(t.records.c.attempts > 1))
     assert retried and {r.attempts for r in retried} == {3}
     for r in retried:
-        history = [(h.from_state, h.to_state) for h in run.rows(select(t.audit).where(t.audit.c.record_id == r.id).order_by(t.audit.c.id))]
+        history = [
+            (h.from_state, h.to_state)
+            for h in run.rows(select(t.audit).where(t.audit.c.record_id == r.id).order_by(t.audit.c.id))
+        ]
         assert history.count(("queued", "submitted")) == 3 and history.count(("provider_error", "queued")) == 2
         assert history.count(("completed", "published")) == 1
     assert run.scalar(text("select count(*) from ticket_summaries where publish_status = 'published'")) == 100
 
 
 def test_records_that_always_fail_go_to_review_after_the_cap(run, tmp_path):
-    run.emulator.set_faults({"openai": {"seed": 3, "realtime_faults": False, "line_error_rate": 0.1, "line_error_repeats": 99}})
+    run.emulator.set_faults(
+        {"openai": {"seed": 3, "realtime_faults": False, "line_error_rate": 0.1, "line_error_repeats": 99}}
+    )
     run.dag()
     report = run.report()
     stuck = run.rows(select(t.records.c.id, t.records.c.attempts, t.records.c.state).where(t.records.c.attempts > 1))
     assert stuck and {(r.attempts, r.state) for r in stuck} == {(3, "review_required")}
     assert report["states"]["review_required"] == len(stuck) and report["states"]["published"] == 100 - len(stuck)
-    last = run.rows(select(t.audit.c.reason).where(t.audit.c.record_id == stuck[0].id).order_by(t.audit.c.id.desc()).limit(1))[0]
+    last = run.rows(
+        select(t.audit.c.reason).where(t.audit.c.record_id == stuck[0].id).order_by(t.audit.c.id.desc()).limit(1)
+    )[0]
     assert "after 3 attempts (the cap is 3)" in last.reason
 
 
@@ -348,7 +399,9 @@ def test_a_hostile_day_runs_green_and_publishes_only_what_is_safe(run, tmp_path)
     assert report["states"]["dead_letter"] == 8 + bad
     assert report["states"]["published"] == 99 and report["states"]["review_required"] == 1
     (held,) = run.rows(select(t.records).where(t.records.c.state == "review_required"))
-    assert held.source_id == "T-100010" and "summary: mentions 'T-100001', the id of another record" in held.error_message
+    assert (
+        held.source_id == "T-100010" and "summary: mentions 'T-100001', the id of another record" in held.error_message
+    )
     published = run.rows(text("select ticket_id from ticket_summaries where publish_status = 'published'"))
     assert "T-100010" not in {p.ticket_id for p in published} and len(published) == 99
     assert "lone surrogate" in output and "not valid UTF-8" in output  # each dead letter is logged with its reason

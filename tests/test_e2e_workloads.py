@@ -19,8 +19,14 @@ pytestmark = pytest.mark.e2e
 
 
 def make_run(airflow_home, tmp_path, emulator, workload, **changes):
-    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path / "data", emulator, provider=None,
-              workload=workload)
+    run = Run(
+        airflow_home,
+        f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        tmp_path / "data",
+        emulator,
+        provider=None,
+        workload=workload,
+    )
     run.base_changes = {}
     run.with_spec(tmp_path / "spec", **changes)
     return run
@@ -28,12 +34,18 @@ def make_run(airflow_home, tmp_path, emulator, workload, **changes):
 
 def records(run):
     r = t.records.c
-    return run.rows(select(r.source_id, r.state, r.output, r.input, r.error_message, r.cost_usd).where(r.state != "dead_letter"))
+    return run.rows(
+        select(r.source_id, r.state, r.output, r.input, r.error_message, r.cost_usd).where(r.state != "dead_letter")
+    )
 
 
 def publishes_per_record(run) -> set[int]:
     a = t.audit.c
-    return set(dict(run.rows(select(a.record_id, func.count()).where(a.to_state == "published").group_by(a.record_id))).values())
+    return set(
+        dict(
+            run.rows(select(a.record_id, func.count()).where(a.to_state == "published").group_by(a.record_id))
+        ).values()
+    )
 
 
 def test_document_tagging(airflow_home, tmp_path, emulator):
@@ -43,8 +55,12 @@ def test_document_tagging(airflow_home, tmp_path, emulator):
     report = run.report()
     assert report["provider"] == "anthropic" and report["lost"] == 0 and report["extracted"] == 200
     # the huge document and the empty one are dead letters that say why
-    reasons = [r.error_message for r in run.rows(select(t.records.c.error_message).where(t.records.c.state == "dead_letter"))]
-    assert any("over the limit of 50000" in r for r in reasons) and any("'text' is missing or empty" in r for r in reasons)
+    reasons = [
+        r.error_message for r in run.rows(select(t.records.c.error_message).where(t.records.c.state == "dead_letter"))
+    ]
+    assert any("over the limit of 50000" in r for r in reasons) and any(
+        "'text' is missing or empty" in r for r in reasons
+    )
     rows = records(run)
     for r in rows:
         if r.state in ("published", "review_required") and r.output:
@@ -86,23 +102,31 @@ def test_compliance_review_sends_everything_flagged_to_a_person(airflow_home, tm
     spans = [(r, s) for r in rows if r.output for s in r.output.get("redactions", [])]
     assert spans
     for r, s in spans:
-        assert r.input["text"][s["start"]:s["end"]] == s["text"]
+        assert r.input["text"][s["start"] : s["end"]] == s["text"]
     assert any(v["policy"] == "credential_sharing" for r in flagged for v in r.output["violations"])
 
 
 def test_model_evaluation_scores_match_the_labels(airflow_home, tmp_path, emulator):
     path = eval_set.write_prompt_set(tmp_path / "data")
     rates = {"gpt-4o-mini": 0.05, "gpt-4.1-nano": 0.2, "claude-haiku-4-5": 0.0, "gemini-2.0-flash-001": 0.1}
-    emulator.set_faults({p: {"model_error_rates": rates, "seed": 1, "malformed": {"bad_enum": 0.03}}
-                         for p in ("openai", "anthropic", "vertex")})
+    emulator.set_faults(
+        {
+            p: {"model_error_rates": rates, "seed": 1, "malformed": {"bad_enum": 0.03}}
+            for p in ("openai", "anthropic", "vertex")
+        }
+    )
     run = make_run(airflow_home, tmp_path, emulator, "model_evaluation")
     run.dag()
     report = run.report()
     labels = {json.loads(line)["item_id"]: json.loads(line)["label"] for line in path.read_text().splitlines()}
     r = t.records.c
     by_target = {x["target"]: x for x in report["targets"]}
-    assert set(by_target) == {"openai:gpt-4o-mini", "openai:gpt-4.1-nano", "anthropic:claude-haiku-4-5",
-                              "vertex:gemini-2.0-flash-001"}
+    assert set(by_target) == {
+        "openai:gpt-4o-mini",
+        "openai:gpt-4.1-nano",
+        "anthropic:claude-haiku-4-5",
+        "vertex:gemini-2.0-flash-001",
+    }
     for key, scored in by_target.items():
         model = key.split(":", 1)[1]
         answers = run.rows(select(r.source_id, r.state, r.output).where(r.model == model))
@@ -134,10 +158,19 @@ def test_a_run_over_its_budget_stops_before_any_submission(airflow_home, tmp_pat
 
 def test_a_missed_deadline_answers_in_real_time_and_publishes_each_record_once(airflow_home, tmp_path, emulator):
     write_day(tmp_path / "data", DAY, count=120)
-    run = make_run(airflow_home, tmp_path, emulator, "ticket_summaries", **{
-        "review.sample_rate": 0.0, "review.rules": [], "retry.rounds": 0,
-        # due about ten seconds after the run starts; the emulator's jobs take minutes here
-        "deadline": {"hours": 0.003, "on_miss": "realtime", "realtime_per_minute": 6000}})
+    run = make_run(
+        airflow_home,
+        tmp_path,
+        emulator,
+        "ticket_summaries",
+        **{
+            "review.sample_rate": 0.0,
+            "review.rules": [],
+            "retry.rounds": 0,
+            # due about ten seconds after the run starts; the emulator's jobs take minutes here
+            "deadline": {"hours": 0.003, "on_miss": "realtime", "realtime_per_minute": 6000},
+        },
+    )
     emulator.set_faults({"openai": {"time_scale": 100}})
     run.dag()
     report = run.report()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anthropic
 import httpx
@@ -78,7 +78,9 @@ def test_forced_tool_gives_tool_use_input(client):
     wait(client, batch.id)
     for r in client.messages.batches.results(batch.id):
         block = r.result.message.content[0]
-        assert block.type == "tool_use" and block.name == "record_summary" and r.result.message.stop_reason == "tool_use"
+        assert (
+            block.type == "tool_use" and block.name == "record_summary" and r.result.message.stop_reason == "tool_use"
+        )
         jsonschema.validate(block.input, SCHEMA)
 
 
@@ -117,8 +119,17 @@ def test_delete_in_progress_is_refused(client, emulator):
 
 
 def test_expiry_and_line_errors(client, emulator):
-    emulator.set_faults({"anthropic": {"seed": 2, "job_outcome": "expired", "expire_done_fraction": 0.5,
-                                       "line_error_rate": 0.3, "line_error_status": 529}})
+    emulator.set_faults(
+        {
+            "anthropic": {
+                "seed": 2,
+                "job_outcome": "expired",
+                "expire_done_fraction": 0.5,
+                "line_error_rate": 0.3,
+                "line_error_status": 529,
+            }
+        }
+    )
     batch = client.messages.batches.create(requests=requests(20))
     ended = wait(client, batch.id)
     results = list(client.messages.batches.results(batch.id))
@@ -131,7 +142,16 @@ def test_expiry_and_line_errors(client, emulator):
 
 
 def test_malformed_answers_and_refusals(client, emulator):
-    emulator.set_faults({"anthropic": {"seed": 4, "refusal_rate": 0.2, "malformed": {"non_json": 0.2, "bad_enum": 0.2}, "shuffle": True}})
+    emulator.set_faults(
+        {
+            "anthropic": {
+                "seed": 4,
+                "refusal_rate": 0.2,
+                "malformed": {"non_json": 0.2, "bad_enum": 0.2},
+                "shuffle": True,
+            }
+        }
+    )
     batch = client.messages.batches.create(requests=requests(30))
     wait(client, batch.id)
     log = emulator.fault_log()["anthropic"]
@@ -164,11 +184,21 @@ def test_invalid_requests_are_rejected_at_create(client, emulator):
 
 
 def test_sdk_retries_429_and_stops_on_should_retry_false(client, emulator):
-    emulator.set_faults({"anthropic": {"http_errors": [{"status": 429, "count": 1, "path": "^/v1/messages/batches$"},
-                                                       {"status": 529, "count": 1, "path": "^/v1/messages/batches$"}]}})
+    emulator.set_faults(
+        {
+            "anthropic": {
+                "http_errors": [
+                    {"status": 429, "count": 1, "path": "^/v1/messages/batches$"},
+                    {"status": 529, "count": 1, "path": "^/v1/messages/batches$"},
+                ]
+            }
+        }
+    )
     client.messages.batches.create(requests=requests(1))
     assert emulator.calls()["POST /anthropic/v1/messages/batches"] == 3
-    emulator.set_faults({"anthropic": {"http_errors": [{"status": 429, "count": 5, "path": "^/v1/messages$", "should_retry": False}]}})
+    emulator.set_faults(
+        {"anthropic": {"http_errors": [{"status": 429, "count": 5, "path": "^/v1/messages$", "should_retry": False}]}}
+    )
     with pytest.raises(anthropic.RateLimitError):
         client.messages.create(**params())
     assert emulator.calls()["POST /anthropic/v1/messages"] == 1
@@ -178,7 +208,10 @@ def test_both_auth_styles_and_any_version(emulator):
     base = emulator.settings["anthropic"]["base_url"]
     old_style = httpx.get(f"{base}/v1/messages/batches", headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
     assert old_style.status_code == 200
-    new_style = httpx.get(f"{base}/v1/messages/batches?beta=true", headers={"Authorization": "Bearer k", "anthropic-version": "2099-01-01"})
+    new_style = httpx.get(
+        f"{base}/v1/messages/batches?beta=true",
+        headers={"Authorization": "Bearer k", "anthropic-version": "2099-01-01"},
+    )
     assert new_style.status_code == 200
     missing = httpx.get(f"{base}/v1/messages/batches")
     assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
@@ -189,4 +222,4 @@ def test_results_lines_end_with_newline_and_no_blank_lines(client, emulator):
     ended = wait(client, batch.id)
     raw = httpx.get(ended.results_url, headers={"x-api-key": "k"}).content
     assert raw.endswith(b"\n") and b"\n\n" not in raw and len(raw.splitlines()) == 3
-    assert datetime.now(timezone.utc) >= ended.ended_at
+    assert datetime.now(UTC) >= ended.ended_at

@@ -24,7 +24,12 @@ def claude_body(i: int) -> dict:
         "anthropic_version": "bedrock-2023-05-31",
         "max_tokens": 400,
         "system": "Summarise the ticket.",
-        "messages": [{"role": "user", "content": f"Ticket ID: T-{i}\n<input>\nSubject: Refund\nI was charged twice. Please refund.\n</input>"}],
+        "messages": [
+            {
+                "role": "user",
+                "content": f"Ticket ID: T-{i}\n<input>\nSubject: Refund\nI was charged twice. Please refund.\n</input>",
+            }
+        ],
         "tools": [{"name": "record_summary", "description": "Record it.", "input_schema": SCHEMA}],
         "tool_choice": {"type": "tool", "name": "record_summary"},
     }
@@ -33,10 +38,14 @@ def claude_body(i: int) -> dict:
 def converse_body(i: int) -> dict:
     return {
         "system": [{"text": "Summarise the ticket."}],
-        "messages": [{"role": "user", "content": [{"text": f"Ticket ID: T-{i}\n<input>\nMy parcel never arrived.\n</input>"}]}],
+        "messages": [
+            {"role": "user", "content": [{"text": f"Ticket ID: T-{i}\n<input>\nMy parcel never arrived.\n</input>"}]}
+        ],
         "inferenceConfig": {"maxTokens": 400},
-        "toolConfig": {"tools": [{"toolSpec": {"name": "record_summary", "inputSchema": {"json": SCHEMA}}}],
-                       "toolChoice": {"tool": {"name": "record_summary"}}},
+        "toolConfig": {
+            "tools": [{"toolSpec": {"name": "record_summary", "inputSchema": {"json": SCHEMA}}}],
+            "toolChoice": {"tool": {"name": "record_summary"}},
+        },
     }
 
 
@@ -46,7 +55,9 @@ def aws(emulator):
     kw = dict(region_name=s["region"], aws_access_key_id="test", aws_secret_access_key="test")
     s3 = boto3.client("s3", endpoint_url=s["s3_endpoint_url"], **kw)
     s3.create_bucket(Bucket="batch")
-    bedrock = boto3.client("bedrock", endpoint_url=s["endpoint_url"], config=Config(retries={"max_attempts": 3, "mode": "standard"}), **kw)
+    bedrock = boto3.client(
+        "bedrock", endpoint_url=s["endpoint_url"], config=Config(retries={"max_attempts": 3, "mode": "standard"}), **kw
+    )
     runtime = boto3.client("bedrock-runtime", endpoint_url=s["endpoint_url"], **kw)
     return bedrock, runtime, s3
 
@@ -58,9 +69,12 @@ def stage(s3, key: str, records: list[dict]) -> str:
 
 def create(bedrock, input_uri, name="tickets-1", **kw):
     return bedrock.create_model_invocation_job(
-        jobName=name, roleArn=ROLE, modelId=MODEL,
+        jobName=name,
+        roleArn=ROLE,
+        modelId=MODEL,
         inputDataConfig={"s3InputDataConfig": {"s3Uri": input_uri}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://batch/out/"}}, **kw,
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://batch/out/"}},
+        **kw,
     )["jobArn"]
 
 
@@ -88,8 +102,13 @@ def small_minimum(emulator, **faults):
 def test_job_life_cycle_with_invoke_model_bodies(aws, emulator):
     bedrock, _, s3 = aws
     small_minimum(emulator)
-    arn = create(bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(5)]))
-    assert arn.startswith("arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/") and len(arn.rsplit("/", 1)[-1]) == 12
+    arn = create(
+        bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(5)])
+    )
+    assert (
+        arn.startswith("arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/")
+        and len(arn.rsplit("/", 1)[-1]) == 12
+    )
     statuses = set()
     while True:
         job = bedrock.get_model_invocation_job(jobIdentifier=arn)  # botocore percent-encodes the ARN in the path
@@ -114,8 +133,11 @@ def test_job_life_cycle_with_invoke_model_bodies(aws, emulator):
 def test_converse_style_jobs(aws, emulator):
     bedrock, _, s3 = aws
     small_minimum(emulator)
-    arn = create(bedrock, stage(s3, "conv/in.jsonl", [{"recordId": f"c{i}", "modelInput": converse_body(i)} for i in range(3)]),
-                 modelInvocationType="Converse")
+    arn = create(
+        bedrock,
+        stage(s3, "conv/in.jsonl", [{"recordId": f"c{i}", "modelInput": converse_body(i)} for i in range(3)]),
+        modelInvocationType="Converse",
+    )
     wait(bedrock, arn)
     lines, _ = outputs(s3, arn)
     for line in lines:
@@ -143,12 +165,16 @@ def test_list_filters_and_paginates(aws, emulator):
     pages = list(bedrock.get_paginator("list_model_invocation_jobs").paginate(PaginationConfig={"PageSize": 2}))
     assert len(pages) == 3
     assert [s["jobArn"] for p in pages for s in p["invocationJobSummaries"]] == arns[::-1]
-    assert [s["jobName"] for s in bedrock.list_model_invocation_jobs(nameContains="job-3")["invocationJobSummaries"]] == ["job-3"]
+    assert [
+        s["jobName"] for s in bedrock.list_model_invocation_jobs(nameContains="job-3")["invocationJobSummaries"]
+    ] == ["job-3"]
 
 
 def test_minimum_records_fails_validation(aws):
     bedrock, _, s3 = aws
-    arn = create(bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(3)]))
+    arn = create(
+        bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(3)])
+    )
     job = wait(bedrock, arn)
     assert job["status"] == "Failed" and "minimum number of records" in job["message"] and "100" in job["message"]
 
@@ -156,7 +182,9 @@ def test_minimum_records_fails_validation(aws):
 def test_stop_keeps_partial_results(aws, emulator):
     bedrock, _, s3 = aws
     small_minimum(emulator, time_scale=5)
-    arn = create(bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(10)]))
+    arn = create(
+        bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(10)])
+    )
     time.sleep(2.5)
     bedrock.stop_model_invocation_job(jobIdentifier=arn)
     assert bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] == "Stopping"
@@ -172,7 +200,9 @@ def test_stop_keeps_partial_results(aws, emulator):
 def test_expired_and_failed(aws, emulator, outcome, status):
     bedrock, _, s3 = aws
     small_minimum(emulator, job_outcome=outcome, expire_done_fraction=0.3)
-    arn = create(bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(10)]))
+    arn = create(
+        bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(10)])
+    )
     job = wait(bedrock, arn)
     assert job["status"] == status
     if status == "Expired":
@@ -182,7 +212,9 @@ def test_expired_and_failed(aws, emulator, outcome, status):
 def test_partially_completed_with_record_errors_and_malformed_output(aws, emulator):
     bedrock, _, s3 = aws
     small_minimum(emulator, seed=1, shuffle=True, line_error_rate=0.2, malformed={"bad_enum": 0.2, "wrong_id": 0.2})
-    arn = create(bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(30)]))
+    arn = create(
+        bedrock, stage(s3, "in/in.jsonl", [{"recordId": f"r{i}", "modelInput": claude_body(i)} for i in range(30)])
+    )
     job = wait(bedrock, arn)
     assert job["status"] == "PartiallyCompleted"
     lines, manifest = outputs(s3, arn)
@@ -204,7 +236,9 @@ def test_runtime_invoke_model_and_converse(aws):
     assert message["content"][0]["input"]["ticket_id"] == "T-5"
     assert int(r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-input-token-count"]) > 0
     c = runtime.converse(modelId=MODEL, **converse_body(6))
-    assert c["stopReason"] == "tool_use" and c["output"]["message"]["content"][0]["toolUse"]["input"]["ticket_id"] == "T-6"
+    assert (
+        c["stopReason"] == "tool_use" and c["output"]["message"]["content"][0]["toolUse"]["input"]["ticket_id"] == "T-6"
+    )
     assert c["usage"]["inputTokens"] > 0
 
 
@@ -213,7 +247,9 @@ def test_errors_name_the_exception_and_throttling_is_retried(aws, emulator):
     with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
         bedrock.get_model_invocation_job(jobIdentifier="abcdefghijkl")
     with pytest.raises(botocore.exceptions.ParamValidationError):
-        bedrock.create_model_invocation_job(jobName="x", roleArn=ROLE, modelId=MODEL, inputDataConfig={}, outputDataConfig={})
+        bedrock.create_model_invocation_job(
+            jobName="x", roleArn=ROLE, modelId=MODEL, inputDataConfig={}, outputDataConfig={}
+        )
     emulator.set_faults({"bedrock": {"http_errors": [{"status": 429, "count": 2, "path": "model-invocation-jobs"}]}})
     bedrock.list_model_invocation_jobs()  # botocore's standard mode retries ThrottlingException
     assert emulator.calls()["GET /bedrock/model-invocation-jobs"] == 3
@@ -229,6 +265,8 @@ def test_percent_encoded_arn_reaches_the_job(aws, emulator):
     arn = create(bedrock, stage(s3, "in/in.jsonl", [{"recordId": "r0", "modelInput": claude_body(0)}]))
     import httpx
 
-    raw = httpx.get(f"{emulator.settings['bedrock']['endpoint_url']}/model-invocation-job/{urllib.parse.quote(arn, safe='')}",
-                    headers={"Authorization": "AWS4-HMAC-SHA256 Credential=x"})
+    raw = httpx.get(
+        f"{emulator.settings['bedrock']['endpoint_url']}/model-invocation-job/{urllib.parse.quote(arn, safe='')}",
+        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=x"},
+    )
     assert raw.status_code == 200 and raw.json()["jobArn"] == arn

@@ -15,7 +15,9 @@ from batch_ai.workloads import load_workload
 SCHEMA = load_workload("ticket_summaries").output_schema
 
 
-def line(custom_id: str, ticket: str = "T-1", body: str = "I was charged twice on my invoice. Please refund me.") -> dict:
+def line(
+    custom_id: str, ticket: str = "T-1", body: str = "I was charged twice on my invoice. Please refund me."
+) -> dict:
     return {
         "custom_id": custom_id,
         "method": "POST",
@@ -69,7 +71,10 @@ def test_files_round_trip(client):
 def test_batch_life_cycle_and_outputs(client):
     lines = [line(f"r{i}", ticket=f"T-{i}") for i in range(5)]
     batch = client.batches.create(
-        input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h", metadata={"k": "v"}
+        input_file_id=upload(client, lines),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"k": "v"},
     )
     assert batch.status == "validating" and batch.metadata == {"k": "v"} and batch.created_at <= time.time()
     seen = {batch.status}
@@ -99,7 +104,10 @@ def test_outputs_are_deterministic_per_custom_id(client):
 
 def test_list_paginates_newest_first(client):
     fid = upload(client, [line("a")])
-    ids = [client.batches.create(input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h").id for _ in range(5)]
+    ids = [
+        client.batches.create(input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h").id
+        for _ in range(5)
+    ]
     page = client.batches.list(limit=2)
     assert [b.id for b in page.data] == ids[::-1][:2] and page.has_more
     assert [b.id for b in client.batches.list(limit=2)] == ids[::-1]  # the SDK follows the cursor
@@ -107,7 +115,11 @@ def test_list_paginates_newest_first(client):
 
 def test_cancel_keeps_partial_results(client, emulator):
     emulator.set_faults({"openai": {"time_scale": 5}})
-    batch = client.batches.create(input_file_id=upload(client, [line(f"r{i}") for i in range(10)]), endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, [line(f"r{i}") for i in range(10)]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
     time.sleep(2.5)  # part-way through in_progress
     assert client.batches.cancel(batch.id).status == "cancelling"
     ended = wait(client, batch.id, timeout=30)
@@ -122,7 +134,11 @@ def test_cancel_keeps_partial_results(client, emulator):
 
 def test_expiry_returns_finished_lines(client, emulator):
     emulator.set_faults({"openai": {"job_outcome": "expired", "expire_done_fraction": 0.4}})
-    batch = client.batches.create(input_file_id=upload(client, [line(f"r{i}") for i in range(10)]), endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, [line(f"r{i}") for i in range(10)]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
     ended = wait(client, batch.id)
     assert ended.status == "expired" and ended.expired_at
     assert len(results(client, ended.output_file_id)) == 4
@@ -131,7 +147,9 @@ def test_expiry_returns_finished_lines(client, emulator):
 
 def test_bad_input_file_fails_validation(client):
     bad = [line("same"), line("same"), {**line("x"), "url": "/v1/embeddings"}]
-    batch = client.batches.create(input_file_id=upload(client, bad), endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, bad), endpoint="/v1/chat/completions", completion_window="24h"
+    )
     ended = wait(client, batch.id)
     assert ended.status == "failed" and ended.failed_at
     codes = {e.code for e in ended.errors.data}
@@ -139,9 +157,13 @@ def test_bad_input_file_fails_validation(client):
 
 
 def test_per_line_faults_and_shuffle(client, emulator):
-    emulator.set_faults({"openai": {"seed": 3, "shuffle": True, "line_error_rate": 0.2, "malformed": {"html": 0.2, "non_json": 0.2}}})
+    emulator.set_faults(
+        {"openai": {"seed": 3, "shuffle": True, "line_error_rate": 0.2, "malformed": {"html": 0.2, "non_json": 0.2}}}
+    )
     ids = [f"r{i:02d}" for i in range(40)]
-    batch = client.batches.create(input_file_id=upload(client, [line(i) for i in ids]), endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, [line(i) for i in ids]), endpoint="/v1/chat/completions", completion_window="24h"
+    )
     ended = wait(client, batch.id)
     out, err = results(client, ended.output_file_id), results(client, ended.error_file_id)
     log = emulator.fault_log()["openai"]
@@ -167,13 +189,30 @@ def test_refusal(client, emulator):
 
 
 def test_sdk_retries_429_and_5xx(client, emulator):
-    emulator.set_faults({"openai": {"http_errors": [{"status": 429, "count": 1, "path": "^/v1/files$"}, {"status": 503, "count": 1, "path": "^/v1/files$"}]}})
+    emulator.set_faults(
+        {
+            "openai": {
+                "http_errors": [
+                    {"status": 429, "count": 1, "path": "^/v1/files$"},
+                    {"status": 503, "count": 1, "path": "^/v1/files$"},
+                ]
+            }
+        }
+    )
     upload(client, [line("a")])  # two failures, then success on the SDK's own third try
     assert emulator.calls()["POST /openai/v1/files"] == 3
 
 
 def test_should_retry_false_stops_the_sdk(client, emulator):
-    emulator.set_faults({"openai": {"http_errors": [{"status": 429, "count": 5, "method": "POST", "path": "^/v1/files$", "should_retry": False}]}})
+    emulator.set_faults(
+        {
+            "openai": {
+                "http_errors": [
+                    {"status": 429, "count": 5, "method": "POST", "path": "^/v1/files$", "should_retry": False}
+                ]
+            }
+        }
+    )
     with pytest.raises(openai.RateLimitError):
         upload(client, [line("a")])
     assert emulator.calls()["POST /openai/v1/files"] == 1

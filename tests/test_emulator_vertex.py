@@ -21,7 +21,9 @@ BUCKET = "batch-in"
 
 def request(i: int, body: str = "I was charged twice on my invoice. Please refund me.") -> dict:
     return {
-        "contents": [{"role": "user", "parts": [{"text": f"Ticket ID: T-{i}\n<input>\nSubject: Refund\n{body}\n</input>"}]}],
+        "contents": [
+            {"role": "user", "parts": [{"text": f"Ticket ID: T-{i}\n<input>\nSubject: Refund\n{body}\n</input>"}]}
+        ],
         "systemInstruction": {"parts": [{"text": "Summarise the ticket."}]},
         "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA},
         "labels": {"custom_id": f"r{i}"},
@@ -53,8 +55,13 @@ def wait(client, name, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.batches.get(name=name)
-        if job.state.name in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED",
-                              "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
+        if job.state.name in (
+            "JOB_STATE_SUCCEEDED",
+            "JOB_STATE_PARTIALLY_SUCCEEDED",
+            "JOB_STATE_FAILED",
+            "JOB_STATE_CANCELLED",
+            "JOB_STATE_EXPIRED",
+        ):
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {name} did not end")
@@ -70,7 +77,9 @@ def predictions(gcs, job) -> list[dict]:
 def test_batch_life_cycle(gcp):
     client, gcs = gcp
     src = stage(gcs, "in/jobs.jsonl", [request(i) for i in range(5)])
-    job = client.batches.create(model=MODEL, src=src, config={"dest": f"gs://{BUCKET}/out", "display_name": "tickets-1"})
+    job = client.batches.create(
+        model=MODEL, src=src, config={"dest": f"gs://{BUCKET}/out", "display_name": "tickets-1"}
+    )
     assert job.name.split("/")[-1].isdigit() and job.display_name == "tickets-1"
     assert job.state.name == "JOB_STATE_PENDING" and job.create_time.tzinfo and job.model.endswith(MODEL)
     ended = wait(client, job.name)
@@ -96,7 +105,10 @@ def test_batch_life_cycle(gcp):
 def test_list_paginates(gcp):
     client, gcs = gcp
     src = stage(gcs, "in/one.jsonl", [request(0)])
-    names = [client.batches.create(model=MODEL, src=src, config={"dest": f"gs://{BUCKET}/out", "display_name": f"j{i}"}).name for i in range(5)]
+    names = [
+        client.batches.create(model=MODEL, src=src, config={"dest": f"gs://{BUCKET}/out", "display_name": f"j{i}"}).name
+        for i in range(5)
+    ]
     listed = [j.name for j in client.batches.list(config={"page_size": 2})]
     assert listed == names[::-1]
 
@@ -115,12 +127,17 @@ def test_cancel(gcp, emulator):
     assert 0 < stats.successful_count < 10 and stats.incomplete_count == 10 - stats.successful_count
 
 
-@pytest.mark.parametrize("outcome, state", [("expired", "JOB_STATE_EXPIRED"), ("failed_validation", "JOB_STATE_FAILED")])
+@pytest.mark.parametrize(
+    "outcome, state", [("expired", "JOB_STATE_EXPIRED"), ("failed_validation", "JOB_STATE_FAILED")]
+)
 def test_expired_and_failed_jobs(gcp, emulator, outcome, state):
     client, gcs = gcp
     emulator.set_faults({"vertex": {"job_outcome": outcome, "expire_done_fraction": 0.4}})
-    job = client.batches.create(model=MODEL, src=stage(gcs, "in/x.jsonl", [request(i) for i in range(10)]),
-                                config={"dest": f"gs://{BUCKET}/out"})
+    job = client.batches.create(
+        model=MODEL,
+        src=stage(gcs, "in/x.jsonl", [request(i) for i in range(10)]),
+        config={"dest": f"gs://{BUCKET}/out"},
+    )
     ended = wait(client, job.name)
     assert ended.state.name == state
     if outcome == "expired":
@@ -139,20 +156,37 @@ def test_missing_input_fails_the_job(gcp):
 
 def test_partial_success_line_errors_and_malformed(gcp, emulator):
     client, gcs = gcp
-    emulator.set_faults({"vertex": {"seed": 9, "shuffle": True, "line_error_rate": 0.2, "refusal_rate": 0.1,
-                                    "malformed": {"html": 0.15, "missing_field": 0.15}}})
-    job = client.batches.create(model=MODEL, src=stage(gcs, "in/30.jsonl", [request(i) for i in range(30)]),
-                                config={"dest": f"gs://{BUCKET}/out"})
+    emulator.set_faults(
+        {
+            "vertex": {
+                "seed": 9,
+                "shuffle": True,
+                "line_error_rate": 0.2,
+                "refusal_rate": 0.1,
+                "malformed": {"html": 0.15, "missing_field": 0.15},
+            }
+        }
+    )
+    job = client.batches.create(
+        model=MODEL,
+        src=stage(gcs, "in/30.jsonl", [request(i) for i in range(30)]),
+        config={"dest": f"gs://{BUCKET}/out"},
+    )
     ended = wait(client, job.name)
     assert ended.state.name == "JOB_STATE_PARTIALLY_SUCCEEDED"
     rows = predictions(gcs, ended)
     log = emulator.fault_log()["vertex"]
     failed = {r["request"]["labels"]["custom_id"] for r in rows if r["status"]}
-    assert failed == {k for k, v in log.items() if v == "line_error"} and ended.completion_stats.failed_count == len(failed)
+    assert failed == {k for k, v in log.items() if v == "line_error"} and ended.completion_stats.failed_count == len(
+        failed
+    )
     for r in rows:
         cid = r["request"]["labels"]["custom_id"]
         if log.get(cid) == "refusal":
-            assert r["response"]["candidates"][0]["finishReason"] == "SAFETY" and "content" not in r["response"]["candidates"][0]
+            assert (
+                r["response"]["candidates"][0]["finishReason"] == "SAFETY"
+                and "content" not in r["response"]["candidates"][0]
+            )
         elif log.get(cid) == "html":
             assert "<script>" in r["response"]["candidates"][0]["content"]["parts"][0]["text"]
         elif log.get(cid) == "missing_field":
@@ -166,9 +200,18 @@ def test_generate_content_with_response_schema(gcp):
     response = client.models.generate_content(
         model=MODEL,
         contents="Ticket ID: T-7\n<input>\nMy parcel never arrived and the tracking is wrong.\n</input>",
-        config={"response_mime_type": "application/json", "response_schema": {
-            "type": "OBJECT", "properties": {"ticket_id": {"type": "STRING"}, "category": {"type": "STRING", "enum": ["billing", "shipping"]}},
-            "required": ["ticket_id", "category"]}, "system_instruction": "Classify."},
+        config={
+            "response_mime_type": "application/json",
+            "response_schema": {
+                "type": "OBJECT",
+                "properties": {
+                    "ticket_id": {"type": "STRING"},
+                    "category": {"type": "STRING", "enum": ["billing", "shipping"]},
+                },
+                "required": ["ticket_id", "category"],
+            },
+            "system_instruction": "Classify.",
+        },
     )
     assert response.parsed == {"ticket_id": "T-7", "category": "shipping"}
     assert response.usage_metadata.total_token_count > 0 and response.model_version == MODEL

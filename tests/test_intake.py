@@ -11,9 +11,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from batch_ai import include_dir, pipeline
+from batch_ai import include_dir
 from batch_ai.ledger import tables as t
 from batch_ai.providers.base import jsonl_line
+from batch_ai.stages import intake
+from batch_ai.stages.run import RunInfo
 from batch_ai.workloads import WorkloadError, load_workload, load_workload_file
 
 DAY = "2026-11-25"
@@ -33,7 +35,10 @@ HOSTILE: list[tuple[bytes, str | None]] = [
     (line(good(1)), None),
     (b'{"ticket_id": "T-2",\r "subject": "s",\r "body": "b"}', None),  # raw CRs between JSON tokens: one row
     (line(good(3, body="first line\u2028second line\u2029end")), None),  # raw U+2028/U+2029 inside a string
-    (b'{"ticket_id": "T-4", "subject": "s", "body": "lone \\ud800 surrogate"}', "field 'body' holds a lone surrogate (U+D800)"),
+    (
+        b'{"ticket_id": "T-4", "subject": "s", "body": "lone \\ud800 surrogate"}',
+        "field 'body' holds a lone surrogate (U+D800)",
+    ),
     (b'{"ticket_id": "T-\\udc00", "subject": "s", "body": "b"}', "field 'ticket_id' holds a lone surrogate (U+DC00)"),
     (b'{"ticket_id": "T-5", "subject": "s", "body": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
     (line(good(6, body=["x" * 1000] * 400)), "field 'body' must be a string, got list"),
@@ -66,14 +71,14 @@ def hostile_day(tmp_path, monkeypatch):
 
 
 def test_a_hostile_day_is_taken_row_by_row(hostile_day, ledger):
-    run = pipeline.RunInfo(run_id="hostile", ds=DAY)
-    summary = pipeline.extract(hostile_day, ledger, run)
+    run = RunInfo(run_id="hostile", ds=DAY)
+    summary = intake.extract(hostile_day, ledger, run)
     assert summary["rows"] == len(HOSTILE)  # the CR and U+2028 did not cut a row in two
     with ledger.engine.connect() as conn:
         records = {r.source_id: r for r in conn.execute(select(t.records))}
-        intake = {r.row_number: r for r in conn.execute(select(t.intake))}
+        intake_rows = {r.row_number: r for r in conn.execute(select(t.intake))}
     for number, (_, reason) in enumerate(HOSTILE, start=1):
-        record = next(r for r in records.values() if r.id == intake[number].record_id)
+        record = next(r for r in records.values() if r.id == intake_rows[number].record_id)
         if reason is None:
             assert record.state == "queued", (number, record.error_message)
         else:
@@ -84,7 +89,7 @@ def test_a_hostile_day_is_taken_row_by_row(hostile_day, ledger):
     assert records["T-1"].state == "queued"
     assert records["T-3"].input["body"] == "first line\u2028second line\u2029end"
     # two ids that differ only by an invalid byte are two dead letters, not one record
-    assert len({intake[9].record_id, intake[10].record_id}) == 2
+    assert len({intake_rows[9].record_id, intake_rows[10].record_id}) == 2
     accounting = ledger.run_accounting("ticket_summaries", "hostile")
     assert accounting["lost"] == 0 and accounting["states"]["queued"] == 3
 
@@ -100,7 +105,9 @@ def test_request_files_carry_no_line_separator_but_newline():
 @pytest.fixture
 def include_copy(tmp_path, monkeypatch):
     copy = tmp_path / "include"
-    shutil.copytree(include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
+    shutil.copytree(
+        include_dir(), copy, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__")
+    )
     monkeypatch.setenv("BATCH_AI_INCLUDE_DIR", str(copy))
     return copy
 
@@ -127,4 +134,3 @@ def test_declared_fields_a_row_lacks_render_empty(include_copy):
     w = load_workload_file(include_copy / "workloads" / "ticket_summaries.yaml")
     system, user = w.render({"ticket_id": "T-1", "subject": "s", "body": "b"})  # no customer_id, channel...
     assert "T-1" in user and "None" not in user
-

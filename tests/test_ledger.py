@@ -14,7 +14,9 @@ KEY = RecordKey("tickets", "v1", "gpt-4o-mini", "v1")
 
 def rows(*ids, malformed=()):
     return [
-        IntakeRow(n, sid, {"ticket_id": sid, "body": f"text {sid}"}, f"hash-{sid}", "bad row" if sid in malformed else None)
+        IntakeRow(
+            n, sid, {"ticket_id": sid, "body": f"text {sid}"}, f"hash-{sid}", "bad row" if sid in malformed else None
+        )
         for n, sid in enumerate(ids, start=1)
     ]
 
@@ -84,8 +86,11 @@ def test_same_key_same_content_is_unchanged_and_changed_content_requeues(ledger)
     assert states(ledger) == {"A": "queued", "B": "published"}
     history = ledger.history(ids["A"])
     assert [(h.from_state, h.to_state) for h in history] == [
-        (None, "queued"), ("queued", "submitted"), ("submitted", "completed"),
-        ("completed", "published"), ("published", "queued"),
+        (None, "queued"),
+        ("queued", "submitted"),
+        ("submitted", "completed"),
+        ("completed", "published"),
+        ("published", "queued"),
     ]
     assert history[-1].reason == "source content changed" and history[-1].run_id == "run3"
 

@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import select, text
 
 from batch_ai import review
+from batch_ai.errors import StageError
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Change, IntakeRow, Ledger, RecordKey
-from batch_ai.pipeline import RunParams, StageError
 from batch_ai.publish import files, sql_table
+from batch_ai.stages.run import RunParams
 from batch_ai.workloads import load_workload
 
 W = load_workload("ticket_summaries")
@@ -27,13 +28,22 @@ SINK = W.spec.sink
 
 
 def output(tid: str, **changes) -> dict:
-    return {"ticket_id": tid, "summary": f"Summary of {tid}.", "category": "billing", "sentiment": "neutral",
-            "language": "en", "action_items": [], **changes}
+    return {
+        "ticket_id": tid,
+        "summary": f"Summary of {tid}.",
+        "category": "billing",
+        "sentiment": "neutral",
+        "language": "en",
+        "action_items": [],
+        **changes,
+    }
 
 
 def take_in(ledger, *ids, key=KEY, run="run1", day=date(2026, 11, 25), rerun=()):
-    data = [IntakeRow(n, sid, {"ticket_id": sid, "subject": "s", "body": f"text {sid}"}, f"hash-{sid}", None, day)
-            for n, sid in enumerate(ids, start=1)]
+    data = [
+        IntakeRow(n, sid, {"ticket_id": sid, "subject": "s", "body": f"text {sid}"}, f"hash-{sid}", None, day)
+        for n, sid in enumerate(ids, start=1)
+    ]
     return ledger.intake(key, "openai", run, data, actor="test", rerun=rerun)
 
 
@@ -81,8 +91,12 @@ def test_review_decisions_publish_what_was_approved_or_edited_and_never_what_was
     assert rows["D"].publish_status == "pending"  # still waiting for a person
     history = review.history(ledger, ids["A"])
     assert [(h["to"], h["by"]) for h in history] == [
-        ("queued", "test"), ("submitted", "test"), ("review_required", "test"),
-        ("completed", "reviewer:alice"), ("published", "test")]
+        ("queued", "test"),
+        ("submitted", "test"),
+        ("review_required", "test"),
+        ("completed", "reviewer:alice"),
+        ("published", "test"),
+    ]
     assert history[3]["reason"] == "approved by alice: looks right"
 
 
@@ -133,7 +147,9 @@ def test_files_sink_writes_one_file_per_publish_and_nothing_twice(ledger, tmp_pa
     answer(ledger, State.COMPLETED, A=output("A", action_items=["call back"]), B=output("B"))
     run = "scheduled__2026-11-25T02:00:00+00:00"
     first = files.publish(ledger, KEY, sink, run, "test")
-    assert first["published"] == 2 and re.search(rf"/scheduled__2026-11-25T02_00_00_00_00-[0-9a-f]{{10}}\.{fmt}$", first["file"])
+    assert first["published"] == 2 and re.search(
+        rf"/scheduled__2026-11-25T02_00_00_00_00-[0-9a-f]{{10}}\.{fmt}$", first["file"]
+    )
     assert files.publish(ledger, KEY, sink, run, "test") == {"published": 0, "file": None}
     written = sorted((tmp_path / "out").iterdir())
     assert [p.name for p in written] == [first["file"].rsplit("/", 1)[-1]]  # no temporary file left
@@ -174,7 +190,9 @@ def test_a_files_publish_killed_half_way_is_finished_or_undone_by_the_next(ledge
         assert set(conn.scalars(select(t.records.c.state))) == {"published"}
     assert ledger.open_publications(KEY.workload) == []
     reasons = {h.reason for h in ledger.history(ids["A"]) if h.to_state == "published"}
-    assert reasons == {f"written to file://{out}/run-1-a.jsonl by a publish of run run-1 that died before it could say so"}
+    assert reasons == {
+        f"written to file://{out}/run-1-a.jsonl by a publish of run run-1 that died before it could say so"
+    }
     assert ObjectStoragePath(outcome["file"]).read_text().count("\n") == 1
 
 
@@ -231,15 +249,24 @@ def test_concurrent_runs_plan_each_record_once(ledger_url):
 
 
 def test_run_params_are_checked_with_the_param_named():
-    p = RunParams.from_params({"date_from": "2026-11-20", "date_to": "2026-11-22", "rerun_states": ["invalid_output"],
-                               "prompt_version": "v2", "record_limit": 10, "dry_run": True})
+    p = RunParams.from_params(
+        {
+            "date_from": "2026-11-20",
+            "date_to": "2026-11-22",
+            "rerun_states": ["invalid_output"],
+            "prompt_version": "v2",
+            "record_limit": 10,
+            "dry_run": True,
+        }
+    )
     assert p.days("2026-11-25") == [date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22)]
     assert p.rerun_states == (State.INVALID_OUTPUT,) and p.record_limit == 10 and p.dry_run
     assert RunParams.from_params({}).days("2026-11-25") == [date(2026, 11, 25)]
     assert RunParams.from_params({"date_from": "2026-11-20"}).days("2026-11-25") == [date(2026, 11, 20)]
     with pytest.raises(StageError) as err:
-        RunParams.from_params({"date_from": "2026-11-22", "date_to": "2026-11-20", "rerun_states": ["queued"],
-                               "record_limit": 0})
+        RunParams.from_params(
+            {"date_from": "2026-11-22", "date_to": "2026-11-20", "rerun_states": ["queued"], "record_limit": 0}
+        )
     message = str(err.value)
     assert "date_from 2026-11-22 is after date_to 2026-11-20" in message
     assert "rerun_states ['queued']" in message and "record_limit 0" in message

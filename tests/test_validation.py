@@ -86,8 +86,15 @@ TEXT = "Please call me on +44 20 7946 0958 or write to jo@example.com about the 
 
 
 def compliance_output(*redactions):
-    return json.dumps({"item_id": "C-1", "violations": [], "redactions": list(redactions),
-                       "exception_label": "none", "flagged": bool(redactions)})
+    return json.dumps(
+        {
+            "item_id": "C-1",
+            "violations": [],
+            "redactions": list(redactions),
+            "exception_label": "none",
+            "flagged": bool(redactions),
+        }
+    )
 
 
 def test_a_redaction_span_outside_the_text_is_rejected():
@@ -101,6 +108,7 @@ def test_a_redaction_span_outside_the_text_is_rejected():
     assert verdict.errors == [f"redactions[1]: span 70-120 is outside the {len(TEXT)} characters of text"]
     shifted = {**phone, "start": 17, "end": 33}
     assert v.validate(compliance_output(shifted), "C-1", source).errors == [
-        "redactions[0]: span 17-33 reads ' +44 20 7946 095', not '+44 20 7946 0958'"]
+        "redactions[0]: span 17-33 reads ' +44 20 7946 095', not '+44 20 7946 0958'"
+    ]
     backwards = {**phone, "start": 34, "end": 18}
     assert "is outside" in v.validate(compliance_output(backwards), "C-1", source).errors[0]

@@ -16,7 +16,9 @@ from batch_ai.workloads import WorkloadError, load_workload, load_workload_file
 def include_copy(tmp_path, monkeypatch):
     """A private copy of include/ to edit, used by the loader instead of the real one."""
     dst = tmp_path / "include"
-    shutil.copytree(include_dir(), dst, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__"))
+    shutil.copytree(
+        include_dir(), dst, ignore=shutil.ignore_patterns("provider_emulator", "sample_data", "__pycache__")
+    )
     monkeypatch.setenv("BATCH_AI_INCLUDE_DIR", str(dst))
     load_workload.cache_clear()
     from batch_ai.providers.capabilities import capabilities
@@ -72,7 +74,9 @@ def test_enum_rule_outside_the_schema_is_rejected(include_copy):
         load_workload_file(path)
 
 
-@pytest.mark.parametrize("kind, relpath", [("prompt", "prompts/ticket_summary/v1.yaml"), ("schema", "schemas/ticket_summary/v1.json")])
+@pytest.mark.parametrize(
+    "kind, relpath", [("prompt", "prompts/ticket_summary/v1.yaml"), ("schema", "schemas/ticket_summary/v1.json")]
+)
 def test_content_change_without_version_bump_fails_loudly(include_copy, tmp_path, kind, relpath):
     ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     w = load_workload("ticket_summaries")
@@ -81,7 +85,9 @@ def test_content_change_without_version_bump_fails_loudly(include_copy, tmp_path
 
     target = include_copy / relpath
     text = target.read_text()
-    target.write_text(text.replace("exactly", "exactly, please") if kind == "prompt" else text.replace("Two or three", "Three"))
+    target.write_text(
+        text.replace("exactly", "exactly, please") if kind == "prompt" else text.replace("Two or three", "Three")
+    )
     load_workload.cache_clear()
     edited = load_workload("ticket_summaries")
     with pytest.raises(ValueError) as err:
@@ -118,7 +124,12 @@ def test_switching_provider_is_one_line_and_picks_its_operators(include_copy, pr
     w = load_workload("ticket_summaries")
     assert w.spec.provider.model  # the provider's default model, from the capability table
     dag = build_dag("ticket_summaries")
-    names = {"openai": "OpenAIBatch", "anthropic": "AnthropicBatch", "vertex": "VertexGeminiBatch", "bedrock": "BedrockBatch"}
+    names = {
+        "openai": "OpenAIBatch",
+        "anthropic": "AnthropicBatch",
+        "vertex": "VertexGeminiBatch",
+        "bedrock": "BedrockBatch",
+    }
     assert dag.get_task("job.submit").__class__.__name__ == f"{names[provider]}SubmitOperator"
     assert dag.get_task("job.wait").__class__.__name__ == f"{names[provider]}Sensor"
     assert provider in dag.tags

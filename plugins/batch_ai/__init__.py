@@ -3,8 +3,8 @@
 The package holds all the logic; DAG files in ``dags/`` only call the factory.
 """
 
-from pathlib import Path
 import os
+from pathlib import Path
 
 __version__ = "0.1.0"
 

@@ -18,10 +18,14 @@ log = logging.getLogger(__name__)
 async def deadline_missed(workload: str, hours: float, on_miss: str, **kwargs) -> None:
     context = kwargs.get("context") or {}
     run = context.get("dag_run") if isinstance(context, dict) else None
-    what = ("its unfinished records go through real-time calls and the batch job is cancelled"
-            if on_miss == "realtime" else "nothing is done automatically (deadline.on_miss: alert)")
-    log.warning("batch-ai: %s run %s missed its deadline of %sh: %s", workload,
-                getattr(run, "run_id", None) or "?", hours, what)
+    what = (
+        "its unfinished records go through real-time calls and the batch job is cancelled"
+        if on_miss == "realtime"
+        else "nothing is done automatically (deadline.on_miss: alert)"
+    )
+    log.warning(
+        "batch-ai: %s run %s missed its deadline of %sh: %s", workload, getattr(run, "run_id", None) or "?", hours, what
+    )
 
 
 #: ``off`` leaves the alerts out of the DAGs. The project's local runner (``airflow dags test``
@@ -43,7 +47,9 @@ def deadline_alert(spec):
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=spec.deadline.hours),
-        callback=AsyncCallback(deadline_missed, kwargs={"workload": spec.name, "hours": spec.deadline.hours,
-                                                        "on_miss": spec.deadline.on_miss}),
+        callback=AsyncCallback(
+            deadline_missed,
+            kwargs={"workload": spec.name, "hours": spec.deadline.hours, "on_miss": spec.deadline.on_miss},
+        ),
         name=f"{spec.name} results due",
     )

@@ -31,13 +31,16 @@ def report_dir() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "batch_ai_reports"
 
 
-def score_target(w: Workload, ledger: Ledger, run_id: str, target) -> dict[str, Any]:
-    ev = w.spec.evaluation
+def score_target(workload: Workload, ledger: Ledger, run_id: str, target) -> dict[str, Any]:
+    ev = workload.spec.evaluation
     trun = f"{run_id}#{target.key}"
-    records = ledger.run_records(w.name, trun)
+    records = ledger.run_records(workload.name, trun)
     n = len(records)
-    valid = [r for r in records if r.output is not None and not r.validation_errors and r.state in ANSWERED
-             and r.state != State.INVALID_OUTPUT]
+    valid = [
+        r
+        for r in records
+        if r.output is not None and not r.validation_errors and r.state in ANSWERED and r.state != State.INVALID_OUTPUT
+    ]
     invalid = [r for r in records if r.state == State.INVALID_OUTPUT]
     refused = [r for r in records if r.error_kind == "refusal"]
     correct = [r for r in valid if r.output.get(ev.output_field) == (r.input or {}).get(ev.label_field)]
@@ -69,17 +72,17 @@ def score_target(w: Workload, ledger: Ledger, run_id: str, target) -> dict[str, 
     }
 
 
-def evaluate(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
-    ev = w.spec.evaluation
-    results = [score_target(w, ledger, run_id, t) for t in ev.targets]
-    out_dir = report_dir() / w.name
+def evaluate(workload: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
+    ev = workload.spec.evaluation
+    results = [score_target(workload, ledger, run_id, t) for t in ev.targets]
+    out_dir = report_dir() / workload.name
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
     report = {
-        "workload": w.name,
+        "workload": workload.name,
         "run_id": run_id,
-        "prompt_version": w.spec.prompt.version,
-        "schema_version": w.spec.output_schema.version,
+        "prompt_version": workload.spec.prompt.version,
+        "schema_version": workload.spec.output_schema.version,
         "metric": f"accuracy: the answer's {ev.output_field!r} against the item's {ev.label_field!r}",
         "prices_as_of": capabilities().prices_as_of,
         "targets": results,
@@ -87,15 +90,26 @@ def evaluate(w: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
         "chart": str(out_dir / f"{stem}.png"),
     }
     Path(report["json"]).write_text(json.dumps(report, indent=2) + "\n")
-    chart(results, Path(report["chart"]), title=f"{w.name} ({w.spec.prompt.version}), prices as of {report['prices_as_of']}")
-    ledger.start_run(w.name, run_id)
-    ledger.finish_run(w.name, run_id, report)
+    chart(
+        results,
+        Path(report["chart"]),
+        title=f"{workload.name} ({workload.spec.prompt.version}), prices as of {report['prices_as_of']}",
+    )
+    ledger.start_run(workload.name, run_id)
+    ledger.finish_run(workload.name, run_id, report)
     return report
 
 
 def format_table(report: dict[str, Any]) -> str:
-    head = f"{'provider/model':<44} {'items':>5} {'accuracy':>8} {'valid':>6} {'refused':>7} {'retried':>7} {'$/1k':>8} {'turnaround':>10}"
-    lines = [f"model evaluation: {report['workload']}  run {report['run_id']}  ({report['metric']})", head, "-" * len(head)]
+    head = (
+        f"{'provider/model':<44} {'items':>5} {'accuracy':>8} {'valid':>6} {'refused':>7} {'retried':>7} "
+        f"{'$/1k':>8} {'turnaround':>10}"
+    )
+    lines = [
+        f"model evaluation: {report['workload']}  run {report['run_id']}  ({report['metric']})",
+        head,
+        "-" * len(head),
+    ]
 
     def pct(v):
         return f"{v:.1%}" if v is not None else "-"
@@ -109,8 +123,10 @@ def format_table(report: dict[str, Any]) -> str:
         )
     if any(r.get("answers_from_earlier_runs") for r in report["targets"]):
         lines.append("* some answers come from an earlier run over the same items (unchanged items are not sent again)")
-    lines.append(f"prices as of {report['prices_as_of']}; table and chart saved as {Path(report['chart']).stem}.json/.png "
-                 f"in the report directory")
+    lines.append(
+        f"prices as of {report['prices_as_of']}; table and chart saved as {Path(report['chart']).stem}.json/.png "
+        f"in the report directory"
+    )
     return "\n".join(lines)
 
 

@@ -42,7 +42,9 @@ def airflow_bin() -> str:
 def migrate(env: dict[str, str]) -> None:
     """Create or upgrade the metadata DB (quick when it is already current)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def dags_test_command(dag_id: str, logical_date: str, conf: dict | None = None) -> list[str]:
@@ -50,8 +52,12 @@ def dags_test_command(dag_id: str, logical_date: str, conf: dict | None = None) 
     return [airflow_bin(), "dags", "test", dag_id, logical_date, *(["-c", json.dumps(conf)] if conf else [])]
 
 
-def dags_test(env: dict[str, str], dag_id: str, logical_date: str, log_path: Path, conf: dict | None = None) -> subprocess.CompletedProcess:
+def dags_test(
+    env: dict[str, str], dag_id: str, logical_date: str, log_path: Path, conf: dict | None = None
+) -> subprocess.CompletedProcess:
     """``airflow dags test DAG DATE``, its output kept in ``log_path``; ``conf``: the run's params."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        return subprocess.run(dags_test_command(dag_id, logical_date, conf), env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.run(
+            dags_test_command(dag_id, logical_date, conf), env=env, stdout=log, stderr=subprocess.STDOUT
+        )

@@ -14,29 +14,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
-
-from batch_ai.ledger import tables as t
-from batch_ai.ledger.states import IllegalTransition, State
+from batch_ai.errors import IllegalTransition, ReviewError
+from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Change, Ledger
+
+__all__ = ["ACTIONS", "ReviewError", "decide", "history", "queue", "view"]
 
 ACTIONS = ("approve", "reject", "edit", "requeue")
 
 
-class ReviewError(ValueError):
-    """A decision that cannot be made; the message says why."""
-
-
 def history(ledger: Ledger, record_id: int) -> list[dict[str, Any]]:
     """Every state change of a record, oldest first, with the provider job it was in."""
-    a, j = t.audit.c, t.jobs.c
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(
-            select(a.at, a.from_state, a.to_state, a.actor, a.run_id, a.attempt, a.reason, j.token, j.provider_job_id)
-            .select_from(t.audit.outerjoin(t.jobs, a.job_id == j.id))
-            .where(a.record_id == record_id)
-            .order_by(a.id)
-        ).all()
     return [
         {
             "at": r.at.isoformat(timespec="seconds") if r.at else None,
@@ -48,7 +36,7 @@ def history(ledger: Ledger, record_id: int) -> list[dict[str, Any]]:
             "attempt": r.attempt,
             "reason": r.reason,
         }
-        for r in rows
+        for r in ledger.history(record_id)
     ]
 
 
@@ -100,13 +88,19 @@ def decide(
     suffix = f": {note.strip()}" if note and note.strip() else ""
     if action == "approve":
         if rec.output is None:
-            raise ReviewError(f"{who} has no output to approve ({rec.error_message}); edit it to give one, or requeue it")
+            raise ReviewError(
+                f"{who} has no output to approve ({rec.error_message}); edit it to give one, or requeue it"
+            )
         change = Change(rec.id, State.COMPLETED, f"approved by {reviewer}{suffix}", {"error_message": None})
     elif action == "reject":
         change = Change(rec.id, State.REJECTED, f"rejected by {reviewer}{suffix}")
     elif action == "requeue":
-        change = Change(rec.id, State.QUEUED, f"sent back for another attempt by {reviewer}{suffix}",
-                        {"output": None, "error_kind": None, "error_message": None, "validation_errors": None})
+        change = Change(
+            rec.id,
+            State.QUEUED,
+            f"sent back for another attempt by {reviewer}{suffix}",
+            {"output": None, "error_kind": None, "error_message": None, "validation_errors": None},
+        )
     else:
         change = _edit(rec, who, reviewer, suffix, output)
     try:
@@ -123,13 +117,19 @@ def _edit(rec, who: str, reviewer: str, suffix: str, output: dict[str, Any] | No
 
     if not isinstance(output, dict):
         raise ReviewError(f"{who}: an edit needs the corrected output as a JSON object")
-    w = load_workload(rec.workload).with_versions(rec.prompt_version, rec.schema_version)
-    verdict = OutputValidator.for_workload(w).validate(json.dumps(output, ensure_ascii=False), rec.source_id, rec.input)
+    workload = load_workload(rec.workload).with_versions(rec.prompt_version, rec.schema_version)
+    verdict = OutputValidator.for_workload(workload).validate(
+        json.dumps(output, ensure_ascii=False), rec.source_id, rec.input
+    )
     if not verdict.ok:
         raise ReviewError(f"{who}: the edited output is not valid: {'; '.join(verdict.errors)}")
     before = rec.output or {}
     changed = sorted(k for k in set(before) | set(verdict.output) if before.get(k) != verdict.output.get(k))
     was = json.dumps({k: before.get(k) for k in changed}, ensure_ascii=False)
     reason = f"edited and approved by {reviewer}; changed {', '.join(changed) or 'nothing'} (was {was[:500]}){suffix}"
-    return Change(rec.id, State.COMPLETED, reason,
-                  {"output": verdict.output, "validation_errors": None, "error_kind": None, "error_message": None})
+    return Change(
+        rec.id,
+        State.COMPLETED,
+        reason,
+        {"output": verdict.output, "validation_errors": None, "error_kind": None, "error_message": None},
+    )

@@ -38,7 +38,11 @@ async def user(request: Request):
     from fastapi.security import HTTPAuthorizationCredentials
 
     header = request.headers.get("authorization", "")
-    creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=header[7:]) if header.lower().startswith("bearer ") else None
+    creds = (
+        HTTPAuthorizationCredentials(scheme="Bearer", credentials=header[7:])
+        if header.lower().startswith("bearer ")
+        else None
+    )
     return await get_user(request, _oauth_token=None, bearer_credentials=creds)
 
 
@@ -89,8 +93,14 @@ def api_decide(record_id: int, u: User, decision: Annotated[dict[str, Any], Body
     if not may_decide(u, record_id):
         raise HTTPException(403, f"{u.get_name()} may not make review decisions (it needs edit rights on the DAG)")
     try:
-        after = review.decide(ledger(), record_id, str(decision.get("action")), reviewer_name(u, decision.get("reviewer")),
-                              decision.get("note"), decision.get("output"))
+        after = review.decide(
+            ledger(),
+            record_id,
+            str(decision.get("action")),
+            reviewer_name(u, decision.get("reviewer")),
+            decision.get("note"),
+            decision.get("output"),
+        )
     except review.ReviewError as exc:
         raise HTTPException(409 if "not waiting" in str(exc) or "meanwhile" in str(exc) else 422, str(exc)) from None
     return json.loads(json.dumps(after, default=str))
@@ -128,20 +138,25 @@ def decide_form(
 
 
 @app.get("/review", response_class=HTMLResponse)
-def page(u: User, workload: str | None = None, done: str | None = None, error: str | None = None, name: str = "") -> str:
+def page(
+    u: User, workload: str | None = None, done: str | None = None, error: str | None = None, name: str = ""
+) -> str:
     led = ledger()
     counts = led.review_counts()
     items = review.queue(led, workload or None, 100)
     anonymous = u.get_name() == ANONYMOUS
     e = html.escape
     tabs = " ".join(
-        f'<a class="tab{" on" if (workload or "") == w else ""}" href="{PREFIX}/review{"?workload=" + quote(w) if w else ""}">'
-        f"{e(w or 'all')} <b>{n}</b></a>"
-        for w, n in [("", sum(counts.values())), *counts.items()]
+        f'<a class="tab{" on" if (workload or "") == tab else ""}" href="{PREFIX}/review{"?workload=" + quote(tab) if tab else ""}">'
+        f"{e(tab or 'all')} <b>{n}</b></a>"
+        for tab, n in [("", sum(counts.values())), *counts.items()]
     )
     notice = (f'<p class="done">{e(done)}</p>' if done else "") + (f'<p class="error">{e(error)}</p>' if error else "")
-    who = (f'<label>Reviewer <input name="reviewer" required value="{e(name)}" placeholder="your name"></label>'
-           if anonymous else f"<span class=who>as <b>{e(u.get_name())}</b></span>")
+    who = (
+        f'<label>Reviewer <input name="reviewer" required value="{e(name)}" placeholder="your name"></label>'
+        if anonymous
+        else f"<span class=who>as <b>{e(u.get_name())}</b></span>"
+    )
     cards = "\n".join(_card(it, who, workload or "") for it in items) or "<p class=empty>Nothing waits for review.</p>"
     return _PAGE.format(tabs=tabs, notice=notice, cards=cards, prefix=PREFIX)
 
@@ -160,18 +175,18 @@ def _card(it: dict[str, Any], who: str, workload: str) -> str:
     )
     editable = _pretty(it["output"] if it["output"] is not None else {})
     return f"""
-<section class="card" id="r{it['id']}">
-  <h2>#{it['id']} <span>{e(it['workload'])}</span> {e(it['source_id'])}
-      <small>prompt {e(it['prompt_version'])} · schema {e(it['schema_version'])} · {e(it['model'])} · attempts {it['attempts']}</small></h2>
-  <p class="why">{e(it['reason'] or '')}</p>
-  {f'<ul class="problems">{problems}</ul>' if problems else ''}
+<section class="card" id="r{it["id"]}">
+  <h2>#{it["id"]} <span>{e(it["workload"])}</span> {e(it["source_id"])}
+      <small>prompt {e(it["prompt_version"])} · schema {e(it["schema_version"])} · {e(it["model"])} · attempts {it["attempts"]}</small></h2>
+  <p class="why">{e(it["reason"] or "")}</p>
+  {f'<ul class="problems">{problems}</ul>' if problems else ""}
   <div class="cols">
-    <div><h3>Input</h3><pre>{_pretty(it['input'])}</pre></div>
-    <div><h3>Output</h3><pre>{_pretty(it['output']) if it['output'] is not None else '<i>none</i>'}</pre></div>
+    <div><h3>Input</h3><pre>{_pretty(it["input"])}</pre></div>
+    <div><h3>Output</h3><pre>{_pretty(it["output"]) if it["output"] is not None else "<i>none</i>"}</pre></div>
   </div>
-  <details><summary>History ({len(it['history'])})</summary>
+  <details><summary>History ({len(it["history"])})</summary>
     <table><tr><th>at</th><th>change</th><th>by</th><th>attempt</th><th>job</th><th>reason</th></tr>{history}</table></details>
-  <form method="post" action="{PREFIX}/review/{it['id']}">
+  <form method="post" action="{PREFIX}/review/{it["id"]}">
     <input type="hidden" name="workload" value="{e(workload)}">
     <details class="edit"><summary>Edit the output</summary><textarea name="output" rows="10">{editable}</textarea></details>
     <div class="actions">{who}

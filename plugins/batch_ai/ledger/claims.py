@@ -75,8 +75,10 @@ def _wait_for(try_once, token: str, wait: bool, timeout: float) -> bool:
         if not wait:
             return False
         if time.monotonic() >= deadline:
-            raise ClaimTimeout(f"job {token} is being submitted by another live process (its claim was held for over "
-                               f"{timeout:.0f}s); try again later")
+            raise ClaimTimeout(
+                f"job {token} is being submitted by another live process (its claim was held for over "
+                f"{timeout:.0f}s); try again later"
+            )
         time.sleep(_POLL)
 
 
@@ -84,8 +86,12 @@ def _wait_for(try_once, token: str, wait: bool, timeout: float) -> bool:
 def _postgres(engine: Engine, token: str, wait: bool, timeout: float) -> Iterator[bool]:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # advisory locks are the database's, not the schema's: the ledger's schema is in the key
-        key = conn.scalar(text("select hashtextextended(current_schema() || '/' || :t, 0)"), {"t": f"batch_ai.claim/{token}"})
-        held = _wait_for(lambda: bool(conn.scalar(text("select pg_try_advisory_lock(:k)"), {"k": key})), token, wait, timeout)
+        key = conn.scalar(
+            text("select hashtextextended(current_schema() || '/' || :t, 0)"), {"t": f"batch_ai.claim/{token}"}
+        )
+        held = _wait_for(
+            lambda: bool(conn.scalar(text("select pg_try_advisory_lock(:k)"), {"k": key})), token, wait, timeout
+        )
         try:
             yield held
         finally:

@@ -39,9 +39,7 @@ def _url_from_airflow_connection() -> URL | None:
         )
     if conn.conn_type == "sqlite":
         return make_url(f"sqlite:///{conn.host}")
-    raise ValueError(
-        f"Airflow connection {LEDGER_CONN_ID!r} has type {conn.conn_type!r}; use postgres or sqlite"
-    )
+    raise ValueError(f"Airflow connection {LEDGER_CONN_ID!r} has type {conn.conn_type!r}; use postgres or sqlite")
 
 
 def default_sqlite_path() -> Path:

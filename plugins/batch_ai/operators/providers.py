@@ -1,67 +1,49 @@
-"""Provider-specific operators: the generic submit and wait, bound to one provider's adapter.
+"""The provider-specific operators: the generic submit and wait, bound to one provider.
 
 They exist so a DAG reads as what it does (``BedrockBatchSubmitOperator``) and refuses a
 workload configured for another provider; all behaviour is in the generic operators and the
-adapters.
+adapters. They are made from the provider list, one pair per provider.
 """
 
 from __future__ import annotations
 
-from batch_ai.operators.stages import BatchJobSensor, BatchSubmitOperator
+from batch_ai.operators.stages import BatchSubmitOperator
+from batch_ai.operators.wait import BatchJobSensor
 
-
-class OpenAIBatchSubmitOperator(BatchSubmitOperator):
-    """Upload the job's JSONL, create the batch with our submission token in its metadata,
-    record it in the ledger; on retry, find the batch already created instead of paying twice."""
-
-    provider = "openai"
-
-
-class OpenAIBatchSensor(BatchJobSensor):
-    """Wait (deferred) for an OpenAI batch to end: completed, failed, expired or cancelled."""
-
-    provider = "openai"
-
-
-class AnthropicBatchSubmitOperator(BatchSubmitOperator):
-    """Create a Message Batch; on retry, reconcile with recent batches instead of creating another."""
-
-    provider = "anthropic"
-
-
-class AnthropicBatchSensor(BatchJobSensor):
-    """Wait (deferred) for a Message Batch to end, including canceled and expired requests."""
-
-    provider = "anthropic"
-
-
-class VertexGeminiBatchSubmitOperator(BatchSubmitOperator):
-    """Stage the JSONL in GCS and create a batch prediction job named by our submission token."""
-
-    provider = "vertex"
-
-
-class VertexGeminiBatchSensor(BatchJobSensor):
-    """Wait (deferred) for a batch prediction job, ending on PARTIALLY_SUCCEEDED and EXPIRED too."""
-
-    provider = "vertex"
-
-
-class BedrockBatchSubmitOperator(BatchSubmitOperator):
-    """Stage the JSONL in S3 and create a model invocation job with our token as clientRequestToken."""
-
-    provider = "bedrock"
-
-
-class BedrockBatchSensor(BatchJobSensor):
-    """Wait (deferred) for a model invocation job; PartiallyCompleted is a success with some failures."""
-
-    provider = "bedrock"
-
-
-JOB_OPERATORS = {
-    "openai": (OpenAIBatchSubmitOperator, OpenAIBatchSensor),
-    "anthropic": (AnthropicBatchSubmitOperator, AnthropicBatchSensor),
-    "vertex": (VertexGeminiBatchSubmitOperator, VertexGeminiBatchSensor),
-    "bedrock": (BedrockBatchSubmitOperator, BedrockBatchSensor),
+#: The public name stem of each provider's pair of operators, and what the pair is about.
+_NAMES = {
+    "openai": ("OpenAIBatch", "an OpenAI batch"),
+    "anthropic": ("AnthropicBatch", "an Anthropic Message Batch"),
+    "vertex": ("VertexGeminiBatch", "a Vertex AI Gemini batch prediction job"),
+    "bedrock": ("BedrockBatch", "an Amazon Bedrock model invocation job"),
 }
+
+
+def _pair(provider: str, stem: str, what: str) -> tuple[type, type]:
+    submit = type(
+        f"{stem}SubmitOperator",
+        (BatchSubmitOperator,),
+        {
+            "provider": provider,
+            "__module__": __name__,
+            "__doc__": f"Create {what} for a planned job, exactly once (see BatchSubmitOperator).",
+        },
+    )
+    wait = type(
+        f"{stem}Sensor",
+        (BatchJobSensor,),
+        {
+            "provider": provider,
+            "__module__": __name__,
+            "__doc__": f"Wait (deferred) for {what} to end, on every terminal status (see BatchJobSensor).",
+        },
+    )
+    return submit, wait
+
+
+JOB_OPERATORS: dict[str, tuple[type, type]] = {p: _pair(p, stem, what) for p, (stem, what) in _NAMES.items()}
+
+OpenAIBatchSubmitOperator, OpenAIBatchSensor = JOB_OPERATORS["openai"]
+AnthropicBatchSubmitOperator, AnthropicBatchSensor = JOB_OPERATORS["anthropic"]
+VertexGeminiBatchSubmitOperator, VertexGeminiBatchSensor = JOB_OPERATORS["vertex"]
+BedrockBatchSubmitOperator, BedrockBatchSensor = JOB_OPERATORS["bedrock"]

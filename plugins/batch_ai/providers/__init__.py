@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from batch_ai.providers.base import BatchProvider
-
-
 import importlib
+
+from batch_ai.providers.base import BatchProvider
 
 _ADAPTERS = {
     "openai": "batch_ai.providers.openai.OpenAIBatchProvider",
@@ -13,6 +12,7 @@ _ADAPTERS = {
     "vertex": "batch_ai.providers.vertex.VertexBatchProvider",
     "bedrock": "batch_ai.providers.bedrock.BedrockBatchProvider",
 }
+PROVIDERS = tuple(_ADAPTERS)
 
 
 def adapter_class(provider: str) -> type[BatchProvider]:
@@ -25,3 +25,9 @@ def adapter_class(provider: str) -> type[BatchProvider]:
 
 def get_adapter(provider: str, conn_id: str, **options) -> BatchProvider:
     return adapter_class(provider)(conn_id, **options)
+
+
+def adapter_for(workload) -> BatchProvider:
+    """The adapter a workload's provider settings name."""
+    p = workload.spec.provider
+    return get_adapter(p.name, workload.conn_id, region=p.region, staging_uri=p.staging_uri, role_arn=p.role_arn)

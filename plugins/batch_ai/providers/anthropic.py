@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
+from batch_ai.errors import AmbiguousJob
 from batch_ai.providers.base import (
     BatchProvider,
     ErrorKind,
@@ -54,11 +55,13 @@ def claude_params(prompt: Prompt, options: RequestOptions, unsupported: frozense
         "max_tokens": options.max_output_tokens,
         "system": prompt.system,
         "messages": [{"role": "user", "content": prompt.user}],
-        "tools": [{
-            "name": tool,
-            "description": "Record the answer. Its input is the whole answer, following this schema.",
-            "input_schema": strip_keywords(options.output_schema, unsupported),
-        }],
+        "tools": [
+            {
+                "name": tool,
+                "description": "Record the answer. Its input is the whole answer, following this schema.",
+                "input_schema": strip_keywords(options.output_schema, unsupported),
+            }
+        ],
         "tool_choice": {"type": "tool", "name": tool},
     }
 
@@ -77,10 +80,6 @@ def claude_result(custom_id: str, message: dict[str, Any]) -> Result:
     return Result(custom_id, output_text="".join(b.get("text", "") for b in content), **tokens)
 
 
-class AmbiguousJob(RuntimeError):
-    """More than one provider job could be the one a crashed submit created."""
-
-
 class AnthropicBatchProvider(BatchProvider):
     name = "anthropic"
 
@@ -93,6 +92,15 @@ class AnthropicBatchProvider(BatchProvider):
     @functools.cached_property
     def client(self):
         return self.hook.get_conn()
+
+    def classify(self, exc: BaseException) -> ErrorKind | None:
+        import anthropic
+
+        if isinstance(exc, anthropic.APIConnectionError):  # timeouts too
+            return ErrorKind.UNAVAILABLE
+        if isinstance(exc, anthropic.APIStatusError):
+            return error_kind_for_http_status(exc.status_code)
+        return super().classify(exc)
 
     def _params(self, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
         return claude_params(prompt, options, self.unsupported_keywords)
@@ -158,8 +166,13 @@ class AnthropicBatchProvider(BatchProvider):
     @staticmethod
     def _info(batch) -> JobInfo:
         c = batch.request_counts
-        counts = {"processing": c.processing, "succeeded": c.succeeded, "errored": c.errored,
-                  "canceled": c.canceled, "expired": c.expired}
+        counts = {
+            "processing": c.processing,
+            "succeeded": c.succeeded,
+            "errored": c.errored,
+            "canceled": c.canceled,
+            "expired": c.expired,
+        }
         if batch.processing_status != "ended":
             status = JobStatus.RUNNING
         elif batch.cancel_initiated_at is not None:
@@ -198,8 +211,11 @@ class AnthropicBatchProvider(BatchProvider):
             return claude_result(custom_id, result.get("message") or {})
         if kind == "errored":
             err = (result.get("error") or {}).get("error") or {}
-            return Result(custom_id, error_kind=_ERROR_TYPES.get(err.get("type"), ErrorKind.UNKNOWN),
-                          error_message=f"{err.get('type')}: {err.get('message')}")
+            return Result(
+                custom_id,
+                error_kind=_ERROR_TYPES.get(err.get("type"), ErrorKind.UNKNOWN),
+                error_message=f"{err.get('type')}: {err.get('message')}",
+            )
         if kind == "canceled":
             return Result(custom_id, error_kind=ErrorKind.CANCELLED, error_message="canceled before processing")
         return Result(custom_id, error_kind=ErrorKind.EXPIRED, error_message="expired before processing")
@@ -210,5 +226,7 @@ class AnthropicBatchProvider(BatchProvider):
         try:
             message = self.client.messages.create(**self._params(prompt, options))
         except anthropic.APIStatusError as exc:
-            return Result(custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500])
+            return Result(
+                custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500]
+            )
         return claude_result(custom_id, message.model_dump(mode="json"))

@@ -13,51 +13,44 @@ import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
+from batch_ai.errors import TRANSIENT_ERRORS, ErrorKind, ProviderCallError, error_kind_for_http_status
 from batch_ai.providers.capabilities import ProviderCapabilities, capabilities
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "BatchProvider",
+    "ErrorKind",
+    "classify_common",
+    "JobExpectation",
+    "JobInfo",
+    "JobRefused",
+    "JobStatus",
+    "Prompt",
+    "RequestOptions",
+    "Result",
+    "error_kind_for_http_status",
+    "jsonl_line",
+    "request_size",
+    "split_jsonl",
+    "strip_keywords",
+    "to_jsonl",
+]
 
 
 class JobStatus(StrEnum):
-    PENDING = "pending"        # accepted, not started (validating, queued)
-    RUNNING = "running"        # in progress, finalizing, cancelling
-    COMPLETED = "completed"    # ended; results for every line that was done (partial success included)
-    FAILED = "failed"          # the job as a whole failed (e.g. input rejected at validation)
-    EXPIRED = "expired"        # not done within the window; finished lines still returned
-    CANCELLED = "cancelled"    # stopped; finished lines still returned
+    PENDING = "pending"  # accepted, not started (validating, queued)
+    RUNNING = "running"  # in progress, finalizing, cancelling
+    COMPLETED = "completed"  # ended; results for every line that was done (partial success included)
+    FAILED = "failed"  # the job as a whole failed (e.g. input rejected at validation)
+    EXPIRED = "expired"  # not done within the window; finished lines still returned
+    CANCELLED = "cancelled"  # stopped; finished lines still returned
 
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED})
-
-
-class ErrorKind(StrEnum):
-    """Why a line has no usable answer. Transient kinds are worth resubmitting."""
-
-    RATE_LIMITED = "rate_limited"
-    SERVER_ERROR = "server_error"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-    MISSING_RESULT = "missing_result"
-    JOB_FAILED = "job_failed"
-    BAD_REQUEST = "bad_request"
-    REFUSAL = "refusal"
-    INVALID_OUTPUT = "invalid_output"
-    UNKNOWN = "unknown"
-
-
-TRANSIENT_ERRORS = frozenset(
-    {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.EXPIRED, ErrorKind.CANCELLED, ErrorKind.MISSING_RESULT}
-)
-
-
-def error_kind_for_http_status(status: int) -> ErrorKind:
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status >= 500:
-        return ErrorKind.SERVER_ERROR
-    return ErrorKind.BAD_REQUEST
 
 
 class JobRefused(Exception):
@@ -108,7 +101,9 @@ class Result:
     def unreadable(cls, where: str, number: int, problem: object) -> Result:
         """A result line that cannot be read (cut off, or not in the provider's format). The rest
         are read on; the record it was for gets no result, which makes it a transient error."""
-        return cls(None, error_kind=ErrorKind.UNKNOWN, error_message=f"{where} line {number} is unreadable: {problem}"[:500])
+        return cls(
+            None, error_kind=ErrorKind.UNKNOWN, error_message=f"{where} line {number} is unreadable: {problem}"[:500]
+        )
 
 
 @dataclass(frozen=True)
@@ -144,8 +139,9 @@ class BatchProvider(abc.ABC):
 
     name: str
 
-    def __init__(self, conn_id: str, *, region: str | None = None, staging_uri: str | None = None,
-                 role_arn: str | None = None):
+    def __init__(
+        self, conn_id: str, *, region: str | None = None, staging_uri: str | None = None, role_arn: str | None = None
+    ):
         self.conn_id = conn_id
         self.caps: ProviderCapabilities = capabilities().provider(self.name)
         self.region = region or self.caps.default_region
@@ -167,6 +163,11 @@ class BatchProvider(abc.ABC):
     @property
     def unsupported_keywords(self) -> frozenset[str]:
         return frozenset(self.caps.extra.get("unsupported_schema_keywords", []))
+
+    def classify(self, exc: BaseException) -> ErrorKind | None:
+        """What kind of failure an exception of this provider's SDK is, in the vocabulary record
+        retries use (``None``: not a provider failure, a bug to see). Each adapter adds its SDK's."""
+        return classify_common(exc)
 
     @abc.abstractmethod
     def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
@@ -201,6 +202,17 @@ class BatchProvider(abc.ABC):
     @abc.abstractmethod
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
         """One synchronous call, as used by the sample step."""
+
+
+def classify_common(exc: BaseException) -> ErrorKind | None:
+    """Failures any provider call can meet: the network (no answer in time, no connection)."""
+    import httpx
+
+    if isinstance(exc, ProviderCallError):
+        return exc.kind
+    if isinstance(exc, (ConnectionError, TimeoutError, httpx.TransportError)):
+        return ErrorKind.UNAVAILABLE
+    return None
 
 
 def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from batch_ai.errors import StageError
 from batch_ai.providers.anthropic import claude_params, claude_result
 from batch_ai.providers.base import (
     BatchProvider,
@@ -31,9 +32,9 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
-    split_jsonl,
     to_jsonl,
 )
+from batch_ai.providers.staging import S3Store, StagingMixin
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,9 @@ _STATUS = {
 }
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
-class BedrockBatchProvider(BatchProvider):
+class BedrockBatchProvider(StagingMixin, BatchProvider):
     name = "bedrock"
+    staging_needs = "Bedrock batch jobs read and write S3"
 
     @functools.cached_property
     def bedrock(self):
@@ -79,21 +76,31 @@ class BedrockBatchProvider(BatchProvider):
 
         return S3Hook(aws_conn_id=self.conn_id, region_name=self.region)
 
-    @property
-    def staging(self) -> str:
-        uri = self.staging_uri or self.conn_extra.get("batch_ai_staging_uri")
-        if not uri or not uri.startswith("s3://"):
-            raise ValueError(
-                f"Bedrock batch jobs read and write S3: set provider.staging_uri (s3://bucket/prefix) in the "
-                f"workload or the extra batch_ai_staging_uri on the {self.conn_id!r} connection"
-            )
-        return uri.rstrip("/")
+    @functools.cached_property
+    def store(self) -> S3Store:
+        return S3Store(self.s3)
+
+    def classify(self, exc: BaseException) -> ErrorKind | None:
+        from botocore import exceptions as boto
+
+        if isinstance(exc, boto.ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"):
+                return ErrorKind.RATE_LIMITED
+            if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
+                return ErrorKind.AUTHENTICATION
+            return error_kind_for_http_status(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
+        if isinstance(exc, (boto.EndpointConnectionError, boto.ConnectTimeoutError, boto.ReadTimeoutError)):
+            return ErrorKind.UNAVAILABLE
+        if isinstance(exc, (boto.NoCredentialsError, boto.PartialCredentialsError)):
+            return ErrorKind.AUTHENTICATION
+        return super().classify(exc)
 
     @property
     def service_role(self) -> str:
         role = self.role_arn or self.conn_extra.get("batch_ai_role_arn")
         if not role:
-            raise ValueError(
+            raise StageError(
                 f"Bedrock batch jobs run as a service role: set provider.role_arn in the workload or the extra "
                 f"batch_ai_role_arn on the {self.conn_id!r} connection"
             )
@@ -113,17 +120,14 @@ class BedrockBatchProvider(BatchProvider):
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        data = to_jsonl(requests)
-        prefix = f"{self.staging}/{token}"
-        bucket, key = split_s3(f"{prefix}/input.jsonl")
-        self.s3.load_bytes(data, key=key, bucket_name=bucket, replace=True)
-        log.info("staged %d records (%d bytes) at %s/input.jsonl", len(requests), len(data), prefix)
+        source = self.stage_input(token, to_jsonl(requests))
+        prefix = source.rsplit("/", 1)[0]
         arn = self.bedrock.create_model_invocation_job(
             jobName=token,
             clientRequestToken=token,  # Bedrock's own idempotency key: a repeated create returns this job
             roleArn=self.service_role,
             modelId=model,
-            inputDataConfig={"s3InputDataConfig": {"s3Uri": f"{prefix}/input.jsonl", "s3InputFormat": "JSONL"}},
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": source, "s3InputFormat": "JSONL"}},
             outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"{prefix}/output/"}},
             timeoutDurationInHours=24,
             tags=[{"key": k[:128], "value": str(v)[:256]} for k, v in {"batch_ai_token": token, **labels}.items()],
@@ -148,20 +152,13 @@ class BedrockBatchProvider(BatchProvider):
     def cancel(self, provider_job_id: str) -> None:
         self.bedrock.stop_model_invocation_job(jobIdentifier=provider_job_id)
 
-    def cleanup(self, job: JobInfo) -> None:
-        source = job.details.get("input_uri")
-        if not source:
-            return
-        bucket, key = split_s3(source.rsplit("/", 1)[0] + "/")
-        keys = self.s3.list_keys(bucket_name=bucket, prefix=key)
-        if keys:
-            self.s3.delete_objects(bucket=bucket, keys=keys)
-        log.info("deleted %d staged object(s) under s3://%s/%s", len(keys), bucket, key)
-
     @staticmethod
     def _info(job: dict[str, Any]) -> JobInfo:
-        counts = {k.removesuffix("RecordCount"): job[k] for k in
-                  ("totalRecordCount", "processedRecordCount", "successRecordCount", "errorRecordCount") if k in job}
+        counts = {
+            k.removesuffix("RecordCount"): job[k]
+            for k in ("totalRecordCount", "processedRecordCount", "successRecordCount", "errorRecordCount")
+            if k in job
+        }
         status = job.get("status", "Submitted")
         return JobInfo(
             provider_job_id=job["jobArn"],
@@ -181,12 +178,9 @@ class BedrockBatchProvider(BatchProvider):
     def iter_results(self, job: JobInfo) -> Iterator[Result]:
         output = job.details["output_uri"].rstrip("/")
         job_id = job.provider_job_id.rsplit("/", 1)[-1]
-        bucket, prefix = split_s3(f"{output}/{job_id}/")
-        client = self.s3.get_conn()
-        for key in sorted(k for k in self.s3.list_keys(bucket_name=bucket, prefix=prefix) or [] if k.endswith(".jsonl.out")):
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
-            for number, line in enumerate(split_jsonl(body.iter_chunks(1 << 20)), start=1):  # streamed
-                yield self._parse_record(line, f"s3://{bucket}/{key}", number)
+        for uri in self.store.list(f"{output}/{job_id}/", ".jsonl.out"):
+            for number, line in enumerate(self.store.lines(uri), start=1):  # streamed
+                yield self._parse_record(line, uri, number)
 
     @staticmethod
     def _parse_record(line: bytes, where: str, number: int) -> Result:

@@ -11,6 +11,7 @@ import yaml
 
 from batch_ai import include_dir
 
+
 @dataclass(frozen=True)
 class Limits:
     max_requests_per_job: int

@@ -69,6 +69,15 @@ class OpenAIBatchProvider(BatchProvider):
     def client(self):
         return self.hook.get_conn()
 
+    def classify(self, exc: BaseException) -> ErrorKind | None:
+        import openai
+
+        if isinstance(exc, openai.APIConnectionError):  # timeouts too
+            return ErrorKind.UNAVAILABLE
+        if isinstance(exc, openai.APIStatusError):
+            return error_kind_for_http_status(exc.status_code)
+        return super().classify(exc)
+
     # -- requests --------------------------------------------------------------------------
 
     def _body(self, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
@@ -130,12 +139,18 @@ class OpenAIBatchProvider(BatchProvider):
             file_id = job.details.get(key)
             if file_id:
                 self.client.files.delete(file_id)
-                log.info("deleted %s %s of batch %s", key.removesuffix("_id").replace("_", " "), file_id, job.provider_job_id)
+                log.info(
+                    "deleted %s %s of batch %s", key.removesuffix("_id").replace("_", " "), file_id, job.provider_job_id
+                )
 
     @staticmethod
     def _info(batch) -> JobInfo:
         counts = batch.request_counts
-        errors = [f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in (batch.errors.data or [])] if batch.errors else []
+        errors = (
+            [f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in (batch.errors.data or [])]
+            if batch.errors
+            else []
+        )
         return JobInfo(
             provider_job_id=batch.id,
             status=_STATUS.get(batch.status, JobStatus.RUNNING),
@@ -190,7 +205,9 @@ class OpenAIBatchProvider(BatchProvider):
         try:
             completion = self.client.chat.completions.create(**self._body(prompt, options))
         except openai.APIStatusError as exc:  # after the SDK's own retries
-            return Result(custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500])
+            return Result(
+                custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500]
+            )
         return _from_completion(custom_id, completion.model_dump())
 
 

@@ -28,10 +28,10 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
-    split_jsonl,
     strip_keywords,
     to_jsonl,
 )
+from batch_ai.providers.staging import GCSStore, StagingMixin
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,13 @@ _STATUS = {
     "JOB_STATE_EXPIRED": JobStatus.EXPIRED,
 }
 _REFUSALS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
-_ROW_ERRORS = {"RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMITED, "INTERNAL": ErrorKind.SERVER_ERROR,
-               "UNAVAILABLE": ErrorKind.SERVER_ERROR, "DEADLINE_EXCEEDED": ErrorKind.SERVER_ERROR,
-               "INVALID_ARGUMENT": ErrorKind.BAD_REQUEST}
+_ROW_ERRORS = {
+    "RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMITED,
+    "INTERNAL": ErrorKind.SERVER_ERROR,
+    "UNAVAILABLE": ErrorKind.SERVER_ERROR,
+    "DEADLINE_EXCEEDED": ErrorKind.SERVER_ERROR,
+    "INVALID_ARGUMENT": ErrorKind.BAD_REQUEST,
+}
 
 
 def openapi_schema(schema: Any, unsupported: frozenset[str]) -> Any:
@@ -72,13 +76,9 @@ def openapi_schema(schema: Any, unsupported: frozenset[str]) -> Any:
     return convert(schema)
 
 
-def split_gcs(uri: str) -> tuple[str, str]:
-    bucket, _, name = uri.removeprefix("gs://").partition("/")
-    return bucket, name
-
-
-class VertexBatchProvider(BatchProvider):
+class VertexBatchProvider(StagingMixin, BatchProvider):
     name = "vertex"
+    staging_needs = "Vertex batch jobs stage their files in GCS"
 
     @functools.cached_property
     def gcs(self):
@@ -87,8 +87,28 @@ class VertexBatchProvider(BatchProvider):
         return GCSHook(gcp_conn_id=self.conn_id)
 
     @functools.cached_property
+    def store(self) -> GCSStore:
+        return GCSStore(self.gcs)
+
+    @functools.cached_property
     def project(self) -> str:
         return self.gcs.project_id
+
+    def classify(self, exc: BaseException) -> ErrorKind | None:
+        import requests
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            return error_kind_for_http_status(exc.code or 500)
+        if isinstance(exc, api_exceptions.GoogleAPICallError) and exc.code:
+            return error_kind_for_http_status(int(exc.code))
+        if isinstance(exc, auth_exceptions.GoogleAuthError):
+            return ErrorKind.AUTHENTICATION
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return ErrorKind.UNAVAILABLE
+        return super().classify(exc)
 
     def _client_kwargs(self) -> dict[str, Any]:
         from google.auth.credentials import AnonymousCredentials
@@ -98,7 +118,12 @@ class VertexBatchProvider(BatchProvider):
         credentials = self.gcs.get_credentials()
         if isinstance(credentials, AnonymousCredentials):  # a local emulator: any bearer token
             credentials = Credentials(token="anonymous")
-        kwargs: dict[str, Any] = {"vertexai": True, "project": self.project, "location": self.region, "credentials": credentials}
+        kwargs: dict[str, Any] = {
+            "vertexai": True,
+            "project": self.project,
+            "location": self.region,
+            "credentials": credentials,
+        }
         base_url = self.conn_extra.get("vertex_base_url")
         if base_url:
             kwargs["http_options"] = types.HttpOptions(base_url=base_url)
@@ -109,16 +134,6 @@ class VertexBatchProvider(BatchProvider):
         from google import genai
 
         return genai.Client(**self._client_kwargs())
-
-    @property
-    def staging(self) -> str:
-        uri = self.staging_uri or self.conn_extra.get("batch_ai_staging_uri")
-        if not uri or not uri.startswith("gs://"):
-            raise ValueError(
-                f"Vertex batch jobs stage their files in GCS: set provider.staging_uri (gs://bucket/prefix) in the "
-                f"workload or the extra batch_ai_staging_uri on the {self.conn_id!r} connection"
-            )
-        return uri.rstrip("/")
 
     def _job_name(self, provider_job_id: str) -> str:
         if provider_job_id.startswith("projects/"):
@@ -147,15 +162,11 @@ class VertexBatchProvider(BatchProvider):
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        data = to_jsonl(requests)
-        prefix = f"{self.staging}/{token}"
-        bucket, name = split_gcs(f"{prefix}/input.jsonl")
-        self.gcs.upload(bucket_name=bucket, object_name=name, data=data, mime_type="application/octet-stream")
-        log.info("staged %d requests (%d bytes) at %s/input.jsonl", len(requests), len(data), prefix)
+        source = self.stage_input(token, to_jsonl(requests))
         job = self.client.batches.create(
             model=model,
-            src=f"{prefix}/input.jsonl",
-            config={"dest": f"{prefix}/output", "display_name": token},
+            src=source,
+            config={"dest": source.rsplit("/", 1)[0] + "/output", "display_name": token},
         )
         log.info("created batch prediction job %s for %s", job.name, token)
         return self._info(job)
@@ -175,22 +186,16 @@ class VertexBatchProvider(BatchProvider):
     def cancel(self, provider_job_id: str) -> None:
         self.client.batches.cancel(name=self._job_name(provider_job_id))
 
-    def cleanup(self, job: JobInfo) -> None:
-        source = job.details.get("input_uri")
-        if not source:
-            return
-        bucket, name = split_gcs(source.rsplit("/", 1)[0] + "/")
-        for obj in self.gcs.list(bucket_name=bucket, prefix=name):
-            self.gcs.delete(bucket_name=bucket, object_name=obj)
-        log.info("deleted staged files under gs://%s/%s", bucket, name)
-
     def _info(self, job) -> JobInfo:
         state = job.state.name if job.state else "JOB_STATE_PENDING"
         stats = job.completion_stats
         counts = {}
         if stats:
-            counts = {"succeeded": stats.successful_count or 0, "failed": stats.failed_count or 0,
-                      "incomplete": stats.incomplete_count or 0}
+            counts = {
+                "succeeded": stats.successful_count or 0,
+                "failed": stats.failed_count or 0,
+                "incomplete": stats.incomplete_count or 0,
+            }
         output_info = getattr(job, "output_info", None)
         return JobInfo(
             provider_job_id=job.name,
@@ -211,14 +216,9 @@ class VertexBatchProvider(BatchProvider):
         directory = job.details.get("output_dir")
         if not directory:
             return
-        bucket, prefix = split_gcs(directory.rstrip("/") + "/")
-        names = sorted(n for n in self.gcs.list(bucket_name=bucket, prefix=prefix) if n.endswith(".jsonl"))
-        storage_bucket = self.gcs.get_conn().bucket(bucket)
-        for name in names:
-            with storage_bucket.blob(name).open("rb") as fh:  # streamed in chunks
-                chunks = iter(lambda: fh.read(1 << 20), b"")
-                for number, line in enumerate(split_jsonl(chunks), start=1):
-                    yield self._parse_row(line, f"gs://{bucket}/{name}", number)
+        for uri in self.store.list(directory.rstrip("/") + "/", ".jsonl"):
+            for number, line in enumerate(self.store.lines(uri), start=1):  # streamed
+                yield self._parse_row(line, uri, number)
 
     @staticmethod
     def _parse_row(line: bytes, where: str, number: int) -> Result:
@@ -229,7 +229,9 @@ class VertexBatchProvider(BatchProvider):
             return Result.unreadable(where, number, f"not a prediction row with our custom id ({exc})")
         if row.get("status"):
             code = str(row["status"]).split(":", 1)[0].strip()
-            return Result(custom_id, error_kind=_ROW_ERRORS.get(code, ErrorKind.UNKNOWN), error_message=str(row["status"])[:500])
+            return Result(
+                custom_id, error_kind=_ROW_ERRORS.get(code, ErrorKind.UNKNOWN), error_message=str(row["status"])[:500]
+            )
         return _from_response(custom_id, row.get("response") or {})
 
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
@@ -250,7 +252,9 @@ class VertexBatchProvider(BatchProvider):
                 },
             )
         except errors.APIError as exc:
-            return Result(custom_id, error_kind=error_kind_for_http_status(exc.code or 500), error_message=str(exc)[:500])
+            return Result(
+                custom_id, error_kind=error_kind_for_http_status(exc.code or 500), error_message=str(exc)[:500]
+            )
         return _from_response(custom_id, response.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
@@ -268,4 +272,6 @@ def _from_response(custom_id: str, response: dict[str, Any]) -> Result:
     if reason in _REFUSALS:
         return Result(custom_id, refusal=f"finish reason {reason}", **tokens)
     parts = (candidate.get("content") or {}).get("parts") or []
-    return Result(custom_id, output_text="".join(str(p.get("text", "")) for p in parts if not p.get("thought")), **tokens)
+    return Result(
+        custom_id, output_text="".join(str(p.get("text", "")) for p in parts if not p.get("thought")), **tokens
+    )

@@ -13,23 +13,25 @@ from batch_ai.ledger.store import Ledger
 from batch_ai.workloads import Workload
 
 
-def publish(w: Workload, ledger: Ledger, run_id: str, actor: str, only: list[int] | None = None) -> dict[str, Any]:
+def publish(
+    workload: Workload, ledger: Ledger, run_id: str, actor: str, only: list[int] | None = None
+) -> dict[str, Any]:
     """Publish the workload's ``completed`` records (``only``: those the quality gate checked)."""
-    from batch_ai.pipeline import record_key
-
-    if w.spec.sink.kind == "files":
+    if workload.spec.sink.kind == "files":
         from batch_ai.publish import files
 
-        return files.publish(ledger, record_key(w), w.spec.sink, run_id, actor, only)
+        return files.publish(ledger, workload.record_key(), workload.spec.sink, run_id, actor, only)
     from batch_ai.publish import sql_table
 
-    return sql_table.publish(ledger, record_key(w), w.spec.sink, w.output_schema, run_id, actor, only)
+    return sql_table.publish(
+        ledger, workload.record_key(), workload.spec.sink, workload.output_schema, run_id, actor, only
+    )
 
 
-def mark_pending(w: Workload, ledger: Ledger, key) -> int:
+def mark_pending(workload: Workload, ledger: Ledger, key) -> int:
     """Show queued records as ``pending`` in a table sink (rows not published before)."""
-    if w.spec.sink.kind != "sql_table":
+    if workload.spec.sink.kind != "sql_table":
         return 0
     from batch_ai.publish import sql_table
 
-    return sql_table.mark_pending(ledger, key, w.spec.sink, w.output_schema)
+    return sql_table.mark_pending(ledger, key, workload.spec.sink, workload.output_schema)

@@ -12,7 +12,6 @@ file is an append-only log, never rewritten.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -21,8 +20,7 @@ import os
 import re
 from typing import Any
 
-from batch_ai.ledger.states import State
-from batch_ai.ledger.store import Change, Ledger, RecordKey, utcnow
+from batch_ai.ledger.store import Ledger, RecordKey, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +60,23 @@ def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def publish(ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str,
-            only: list[int] | None = None) -> dict[str, Any]:
+def publish(
+    ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str, only: list[int] | None = None
+) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
-    from batch_ai.ledger.publications import claim_token
-
     base = ObjectStoragePath(_expand(sink.uri).rstrip("/") + "/")
-    settled = ledger.settle_publications(key.workload, lambda uri: ObjectStoragePath(uri).exists(), actor=actor,
-                                         run_id=run_id)
+    settled = ledger.settle_publications(
+        key.workload, lambda uri: ObjectStoragePath(uri).exists(), actor=actor, run_id=run_id
+    )
     if any(settled.values()):
         log.warning("publications of earlier runs that died half-way: %s", settled)
     now = utcnow()
-    with contextlib.ExitStack() as stack:
-        with ledger.engine.begin() as conn:
-            held = ledger.held_by_open_publications(conn, key.workload)
-            # a concurrent publish takes the others
-            records = [r for r in ledger.lock_ready(conn, key, only) if r.id not in held]
-            if not records:
-                log.info("nothing to publish to %s", base)
-                return {"published": 0, "file": None}
-            name = file_name(run_id, [r.id for r in records], sink.format)
-            publication_id = ledger.begin_publication(conn, key.workload, run_id, str(base / name), [r.id for r in records])
-            # claimed before it is committed: no other publish ever sees it unclaimed while we live
-            stack.enter_context(ledger.claim_job(claim_token(publication_id)))
+    target_for = lambda ids: str(base / file_name(run_id, ids, sink.format))  # noqa: E731
+    with ledger.publication(key, run_id, target_for, only) as (publication, records):
+        if publication is None:
+            log.info("nothing to publish to %s", base)
+            return {"published": 0, "file": None}
         rows = [
             {
                 sink.key: r.source_id,
@@ -100,12 +91,12 @@ def publish(ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str,
             }
             for r in records
         ]
+        final = ObjectStoragePath(publication.target)
         base.mkdir(parents=True, exist_ok=True)
-        tmp, final = base / f"_{name}.tmp", base / name
+        tmp = base / f"_{final.name}.tmp"
         with tmp.open("wb") as fh:
             fh.write(_encode(rows, sink.format))
         tmp.rename(final)
-        publication = next(p for p in ledger.open_publications(key.workload) if p.id == publication_id)
         ledger.complete_publication(publication, f"written to {final}", actor=actor, run_id=run_id)
     log.info("published %d record(s) to %s", len(rows), final)
     return {"published": len(rows), "file": str(final)}

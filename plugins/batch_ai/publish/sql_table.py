@@ -1,136 +1,38 @@
-"""SQL table sink: published records upserted into a table keyed by source id.
-
-The table lives in the ledger database, so the upsert and the records' move to
-``published`` commit in one transaction: readers never see half a publish, and a re-run
-finds nothing left in ``completed`` and writes nothing twice.
-
-Customers read ``publish_status``: a row is ``pending`` from the moment its record is
-queued until its result is published (``published``) or a reviewer rejects it
-(``rejected``). An earlier published result stays visible while a newer one is worked on,
-and a result of older source data never replaces that of newer data (``source_date``).
-"""
+"""SQL table sink: published records upserted into a table keyed by source id, beside the
+ledger (the SQL is the ledger's: :mod:`batch_ai.ledger.sinks`)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Connection, Date, DateTime, Float, MetaData, String, Table, Text, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from batch_ai.ledger.sinks import PENDING, PUBLISHED, REJECTED, sink_table
+from batch_ai.ledger.store import Ledger, RecordKey
 
-from batch_ai.ledger import tables as t
-from batch_ai.ledger.states import State
-from batch_ai.ledger.store import Change, Ledger, RecordKey, chunks, utcnow
+__all__ = ["PENDING", "PUBLISHED", "REJECTED", "mark_pending", "publish", "sink_table"]
 
 log = logging.getLogger(__name__)
 
-_TYPES = {"string": Text, "integer": BigInteger, "number": Float, "boolean": Boolean}
-PENDING, PUBLISHED, REJECTED = "pending", "published", "rejected"
-
-
-def sink_table(name: str, key: str, columns: list[str], output_schema: dict[str, Any]) -> Table:
-    props = output_schema.get("properties", {})
-
-    def col_type(field: str):
-        kind = props.get(field, {}).get("type", "string")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), "string")
-        return _TYPES.get(kind, JSON)
-
-    return Table(
-        name,
-        MetaData(),
-        Column(key, String(200), primary_key=True),
-        *[Column(c, col_type(c), nullable=True) for c in columns],
-        Column("publish_status", String(20), nullable=False),  # pending | published | rejected
-        Column("source_date", Date, nullable=True),
-        Column("record_id", BigInteger, nullable=False),
-        Column("prompt_version", String(50), nullable=False),
-        Column("schema_version", String(50), nullable=False),
-        Column("model", String(100), nullable=False),
-        Column("run_id", String(250), nullable=False),
-        Column("published_at", DateTime(timezone=True), nullable=True),
-    )
-
-
-def _table(ledger: Ledger, sink, output_schema) -> Table:
-    table = sink_table(sink.table, sink.key, sink.columns, output_schema)
-    ledger.create(table)
-    return table
-
-
-def _insert(conn: Connection, table: Table):
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
 
 def mark_pending(ledger: Ledger, key: RecordKey, sink, output_schema: dict[str, Any]) -> int:
-    """Add a ``pending`` row for each queued record that has no row yet; returns how many."""
-    table = _table(ledger, sink, output_schema)
-    rc = t.records.c
-    added = 0
-    with ledger.engine.begin() as conn:
-        queued = list(conn.execute(select(rc.id, rc.source_id, rc.source_date, rc.last_run_id)
-                                   .where(key.where(), rc.state == State.QUEUED)))
-        for part in chunks(queued, 500):
-            stmt = _insert(conn, table).values([
-                {sink.key: r.source_id, "publish_status": PENDING, "source_date": r.source_date, "record_id": r.id,
-                 "prompt_version": key.prompt_version, "schema_version": key.schema_version, "model": key.model,
-                 "run_id": r.last_run_id or ""}
-                for r in part
-            ]).on_conflict_do_nothing(index_elements=[sink.key])
-            added += len(conn.execute(stmt.returning(table.c[sink.key])).all())
-    return added
+    """Show queued records as ``pending`` in the table (rows not published before)."""
+    return ledger.mark_pending(key, sink, output_schema)
 
 
-def publish(ledger: Ledger, key: RecordKey, sink, output_schema: dict[str, Any], run_id: str, actor: str,
-            only: list[int] | None = None) -> dict[str, Any]:
-    table = _table(ledger, sink, output_schema)
-    rc = t.records.c
-    now = utcnow()
-    written: set[str] = set()
-    with ledger.engine.begin() as conn:
-        records = ledger.lock_ready(conn, key, only)  # a concurrent publish takes the others
-        for part in chunks(records, 500):
-            stmt = _insert(conn, table).values([
-                {
-                    sink.key: r.source_id,
-                    **{c: (r.output or {}).get(c) for c in sink.columns},
-                    "publish_status": PUBLISHED,
-                    "source_date": r.source_date,
-                    "record_id": r.id,
-                    "prompt_version": key.prompt_version,
-                    "schema_version": key.schema_version,
-                    "model": key.model,
-                    "run_id": run_id,
-                    "published_at": now,
-                }
-                for r in part
-            ])
-            current = table.c.source_date
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[sink.key],
-                set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != sink.key},
-                # never replace the result of newer source data with that of older data
-                # (a pending row holds no result yet: anything may fill it)
-                where=or_(table.c.publish_status == PENDING, current.is_(None), stmt.excluded.source_date.is_(None),
-                          current <= stmt.excluded.source_date),
-            )
-            written.update(conn.scalars(stmt.returning(table.c[sink.key])))
-        ledger.apply(
-            conn,
-            [
-                Change(r.id, State.PUBLISHED, f"upserted into {sink.table}" if r.source_id in written
-                       else f"superseded: {sink.table} already holds the result of newer source data", {"published_at": now})
-                for r in records
-            ],
-            actor=actor,
-            run_id=run_id,
-        )
-        rejected = select(rc.source_id).where(key.where(), rc.state == State.REJECTED)
-        withheld = conn.execute(
-            update(table).where(table.c.publish_status == PENDING, table.c[sink.key].in_(rejected)).values(publish_status=REJECTED)
-        ).rowcount
-    superseded = len(records) - len(written)
-    log.info("published %d record(s) to %s%s", len(written), sink.table,
-             f"; {superseded} older result(s) not written over newer ones" if superseded else "")
-    return {"published": len(written), "superseded": superseded, "rejected_marked": withheld, "table": sink.table}
+def publish(
+    ledger: Ledger,
+    key: RecordKey,
+    sink,
+    output_schema: dict[str, Any],
+    run_id: str,
+    actor: str,
+    only: list[int] | None = None,
+) -> dict[str, Any]:
+    outcome = ledger.publish_to_table(key, sink, output_schema, run_id, actor, only)
+    log.info(
+        "published %d record(s) to %s%s",
+        outcome["published"],
+        sink.table,
+        f"; {outcome['superseded']} older result(s) not written over newer ones" if outcome["superseded"] else "",
+    )
+    return outcome

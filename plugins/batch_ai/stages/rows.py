@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from batch_ai.ledger.store import IntakeRow
+from batch_ai.ledger.common import IntakeRow
 from batch_ai.validation.safety import is_unsafe
 
 BOM = b"\xef\xbb\xbf"
@@ -28,7 +28,11 @@ KEEP_CHARS = 2000
 MAX_ID_CHARS = 200
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
     "object": (dict,),
 }
 
@@ -47,7 +51,7 @@ def lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     a CRLF's CR or a leading byte-order mark. Blank lines are skipped (numbers still count them)."""
     for number, raw in enumerate(fh, start=1):
         if number == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM):]
+            raw = raw[len(BOM) :]
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         if raw.strip():
             yield number, raw
@@ -73,15 +77,23 @@ class RowChecker:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 kept = raw.decode("utf-8", "backslashreplace")[:KEEP_CHARS]
-                return _dead(number, where, f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} of the "
-                                            f"line", kept, raw)
+                return _dead(
+                    number,
+                    where,
+                    f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} of the line",
+                    kept,
+                    raw,
+                )
         else:
             text = raw
         try:
             data = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            reason = (f"not valid JSON ({exc.msg} at char {exc.pos})" if isinstance(exc, json.JSONDecodeError)
-                      else f"not valid JSON ({'nested too deep' if isinstance(exc, RecursionError) else exc})")
+            reason = (
+                f"not valid JSON ({exc.msg} at char {exc.pos})"
+                if isinstance(exc, json.JSONDecodeError)
+                else f"not valid JSON ({'nested too deep' if isinstance(exc, RecursionError) else exc})"
+            )
             return _dead(number, where, reason, text[:KEEP_CHARS], text)
         problem = _structure(data)
         if problem:
@@ -91,44 +103,71 @@ class RowChecker:
         return self._check(number, where, data)
 
     def _check(self, number: int, where: str, data: dict[str, Any]) -> IntakeRow:
+        source_id, problem = self._source_id(data)
+        if problem:
+            return _dead(number, where, problem, data)
+        who = f"{where} ({self.source.id_field} {source_id})"
+        problem = self._field_problem(data) or self._id_pattern_problem(source_id)
+        if problem:
+            return _dead(number, who, problem, data)
+        serialized = canonical(data)
         src = self.source
-        name = src.id_field
+        if len(serialized) > src.max_text_chars:
+            return _dead(
+                number,
+                who,
+                f"the row is {len(serialized)} characters as JSON, over the limit of "
+                f"{src.max_text_chars} (source.max_text_chars)",
+                data,
+            )
+        size = len(serialized.encode())
+        if size > src.max_input_bytes:
+            return _dead(
+                number,
+                who,
+                f"the row is {size} bytes as JSON, over the limit of {src.max_input_bytes} (source.max_input_bytes)",
+                data,
+            )
+        return IntakeRow(number, source_id, data, hashlib.sha256(serialized.encode()).hexdigest())
+
+    def _source_id(self, data: dict[str, Any]) -> tuple[str, str | None]:
+        """The row's id, or what is wrong with it: present, a string or integer, plain text."""
+        name = self.source.id_field
         raw_id = data.get(name)
         if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-            return _dead(number, where, f"no {name}", data)
+            return "", f"no {name}"
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
-            return _dead(number, where, f"{name} must be a string or integer, got {_json_type(raw_id)}", data)
+            return "", f"{name} must be a string or integer, got {_json_type(raw_id)}"
         source_id = str(raw_id).strip()
         if len(source_id) > MAX_ID_CHARS:
-            return _dead(number, where, f"{name} is longer than {MAX_ID_CHARS} characters", data)
+            return "", f"{name} is longer than {MAX_ID_CHARS} characters"
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in source_id):
-            return _dead(number, where, f"{name} holds a control character", data)
+            return "", f"{name} holds a control character"
         unsafe = is_unsafe(source_id)
         if unsafe:  # an id is shown as the key of every published row
-            return _dead(number, where, f"{name} {source_id[:60]!r} {unsafe}; an id must be plain text", data)
-        who = f"{where} ({name} {source_id})"
+            return "", f"{name} {source_id[:60]!r} {unsafe}; an id must be plain text"
+        return source_id, None
+
+    def _field_problem(self, data: dict[str, Any]) -> str | None:
+        """A declared field of another type, or a required field missing or empty."""
         for field, kind in self.declared.items():
             value = data.get(field)
             if value is not None and kind != "any" and not _is(value, kind):
-                return _dead(number, who, f"field {field!r} must be {_article(kind)}, got {_json_type(value)}", data)
-        for field in src.required_fields:
-            if _empty(data.get(field)):
-                return _dead(number, who, f"required field {field!r} is missing or empty", data)
-            undeclared = field not in src.fields
-            if undeclared and (not isinstance(data[field], (str, int, float)) or isinstance(data[field], bool)):
-                return _dead(number, who, f"required field {field!r} must be text or a number, got "
-                                          f"{_json_type(data[field])}", data)
+                return f"field {field!r} must be {_article(kind)}, got {_json_type(value)}"
+        for field in self.source.required_fields:
+            value = data.get(field)
+            if _empty(value):
+                return f"required field {field!r} is missing or empty"
+            if field not in self.source.fields and (
+                not isinstance(value, (str, int, float)) or isinstance(value, bool)
+            ):
+                return f"required field {field!r} must be text or a number, got {_json_type(value)}"
+        return None
+
+    def _id_pattern_problem(self, source_id: str) -> str | None:
         if self.id_regex is not None and not self.id_regex.fullmatch(source_id):
-            return _dead(number, who, f"{name} does not look like one (id_pattern {src.id_pattern})", data)
-        serialized = canonical(data)
-        if len(serialized) > src.max_text_chars:
-            return _dead(number, who, f"the row is {len(serialized)} characters as JSON, over the limit of "
-                                      f"{src.max_text_chars} (source.max_text_chars)", data)
-        size = len(serialized.encode())
-        if size > src.max_input_bytes:
-            return _dead(number, who, f"the row is {size} bytes as JSON, over the limit of {src.max_input_bytes} "
-                                      f"(source.max_input_bytes)", data)
-        return IntakeRow(number, source_id, data, hashlib.sha256(serialized.encode()).hexdigest())
+            return f"{self.source.id_field} does not look like one (id_pattern {self.source.id_pattern})"
+        return None
 
     def parse_lines(self, numbered: Iterable[tuple[int, bytes]], name: str, first_row: int) -> Iterator[IntakeRow]:
         for offset, (line_no, raw) in enumerate(numbered):
@@ -138,7 +177,9 @@ class RowChecker:
 def _dead(number: int, where: str, reason: str, kept: Any, original: Any = None) -> IntakeRow:
     """A dead letter, keyed by its content: a malformed row has no trustworthy id of its own."""
     basis = original if original is not None else kept
-    digest = hashlib.sha256(basis if isinstance(basis, bytes) else canonical(basis).encode(errors="surrogatepass")).hexdigest()
+    digest = hashlib.sha256(
+        basis if isinstance(basis, bytes) else canonical(basis).encode(errors="surrogatepass")
+    ).hexdigest()
     return IntakeRow(number, f"!malformed-{digest[:24]}", {"row": number, "raw": kept}, digest, f"{where}: {reason}")
 
 
@@ -176,7 +217,9 @@ def _bad_text(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return f"holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}, which is not Unicode text"
+        return (
+            f"holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}, which is not Unicode text"
+        )
     return None
 
 
@@ -187,7 +230,11 @@ def _is(value: Any, kind: str) -> bool:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, (list, dict)) and not value)
+    return (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, (list, dict)) and not value)
+    )
 
 
 def _json_type(value: Any) -> str:
@@ -195,7 +242,9 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    return {str: "string", int: "integer", float: "number", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+    return {str: "string", int: "integer", float: "number", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _article(kind: str) -> str:

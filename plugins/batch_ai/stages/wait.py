@@ -1,4 +1,5 @@
-"""A job the provider refuses as a whole is not the end: halve it until the bad request is found.
+"""The ``job.wait`` task's work between polls: create planned jobs, and halve a job the provider
+refuses as a whole until the bad request is found.
 
 Providers validate a job's input file before running any of it, and one request they refuse
 (a malformed body, a parameter the model does not take) fails the whole job. Its records go
@@ -26,6 +27,10 @@ from batch_ai.ledger.states import JobState
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers import BatchProvider
 from batch_ai.providers.base import JobInfo, JobStatus
+from batch_ai.stages.plan import job_limits
+from batch_ai.stages.realtime import run_realtime
+from batch_ai.stages.run import ACTOR
+from batch_ai.stages.submit import job_workload, provider_job, submit
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +50,28 @@ def part_token(job, part: int) -> str:
     return f"{root}-p{digits}"
 
 
-def advance(w, ledger: Ledger, adapter: BatchProvider, token: str, run) -> JobInfo | None:
+def advance(workload, ledger: Ledger, adapter: BatchProvider, token: str, run) -> JobInfo | None:
     """Move the job ``token`` and its smaller jobs forward: create the planned ones, halve the
     refused ones. Returns a job still running at the provider (to wait for), or ``None`` when
     every job of the tree has ended."""
-    from batch_ai import pipeline
-
     while True:
         tree = ledger.job_tree(ledger.job(token).id)
-        infos = {job.id: pipeline.provider_job(adapter, job) for job in tree
-                 if job.status == JobState.SUBMITTED and job.provider_job_id and not (job.details or {}).get("deadline_fallback")}
+        infos = {
+            job.id: provider_job(adapter, job)
+            for job in tree
+            if job.status == JobState.SUBMITTED
+            and job.provider_job_id
+            and not (job.details or {}).get("deadline_fallback")
+        }
         moved = False
         for job in tree:
             if job.status == JobState.PLANNED:
-                pipeline.submit(w, ledger, adapter, job.token, run)
+                submit(workload, ledger, adapter, job.token, run)
                 moved = True
-            elif job.id in infos and infos[job.id].status == JobStatus.FAILED and _should_split(ledger, job, infos, tree):
-                split(w, ledger, adapter, job, infos[job.id], run)
+            elif (
+                job.id in infos and infos[job.id].status == JobStatus.FAILED and _should_split(ledger, job, infos, tree)
+            ):
+                split(workload, ledger, adapter, job, infos[job.id], run)
                 moved = True
         if not moved:
             return next((info for info in infos.values() if not info.terminal), None)
@@ -82,39 +92,54 @@ def _should_split(ledger: Ledger, job, infos: dict[int, JobInfo], tree) -> bool:
     if any((j.details or {}).get("systemic") == message for j in tree):
         return False
     if sum(1 for j in tree if j.status == JobState.SPLIT) >= MAX_REFUSED:
-        log.warning("job %s: %d refused jobs in this tree already; its %d records are not halved further",
-                    job.token, MAX_REFUSED, job.record_count)
+        log.warning(
+            "job %s: %d refused jobs in this tree already; its %d records are not halved further",
+            job.token,
+            MAX_REFUSED,
+            job.record_count,
+        )
         return False
     parent = next((j for j in tree if j.id == job.parent_id), None)
     sibling = next((j for j in tree if parent is not None and j.parent_id == parent.id and j.id != job.id), None)
     if parent is not None and sibling is not None and _refusal(parent, infos) == message == _refusal(sibling, infos):
         ledger.update_job(parent.id, details={**(parent.details or {}), "systemic": message})
-        log.error("both halves of job %s were refused with its own message (%s): not one bad request, so not halved "
-                  "further", parent.token, message)
+        log.error(
+            "both halves of job %s were refused with its own message (%s): not one bad request, so not halved further",
+            parent.token,
+            message,
+        )
         return False
     return True
 
 
-def split(w, ledger: Ledger, adapter: BatchProvider, job, info: JobInfo, run) -> None:
+def split(workload, ledger: Ledger, adapter: BatchProvider, job, info: JobInfo, run) -> None:
     """Halve a refused job: two planned jobs (or real-time calls, below the provider's minimum)."""
-    from batch_ai import pipeline
-
     records = [r.id for r in ledger.job_records(job.id)]
     half = len(records) // 2
     groups = [records[:half], records[half:]]
     details = job.details or {}
     part = details.get("part", 1)
     keep = {k: details[k] for k in ("round", "prompt_version", "schema_version") if k in details}
-    children = [{**keep, "part": n, "root_token": details.get("root_token") or job.token, "split_of": job.token}
-                for n in (2 * part, 2 * part + 1)]
+    children = [
+        {**keep, "part": n, "root_token": details.get("root_token") or job.token, "split_of": job.token}
+        for n in (2 * part, 2 * part + 1)
+    ]
     tokens = [part_token(job, c["part"]) for c in children]
     message = info.error or info.raw_status
-    ledger.split_job(job, groups, tokens, children, message, actor=pipeline.ACTOR, run_id=run.run_id)
-    log.warning("job %s (%d records) was refused as a whole: %s; halved into %s and %s to find the request it refuses",
-                job.token, len(records), message, *tokens)
-    minimum = pipeline.job_limits(w)[2]
+    ledger.split_job(job, groups, tokens, children, message, actor=ACTOR, run_id=run.run_id)
+    log.warning(
+        "job %s (%d records) was refused as a whole: %s; halved into %s and %s to find the request it refuses",
+        job.token,
+        len(records),
+        message,
+        *tokens,
+    )
+    minimum = job_limits(workload)[2]
     for token, group in zip(tokens, groups, strict=True):
         if len(group) < minimum:
-            log.info("%s: %d records are below the provider's minimum job size; answered by real-time calls",
-                     token, len(group))
-            pipeline.run_realtime(pipeline.job_workload(w, job), ledger, adapter, token, run)
+            log.info(
+                "%s: %d records are below the provider's minimum job size; answered by real-time calls",
+                token,
+                len(group),
+            )
+            run_realtime(job_workload(workload, job), ledger, adapter, token, run)

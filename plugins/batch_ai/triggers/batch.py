@@ -2,41 +2,44 @@
 
 Unlike the stock provider triggers it ends on *every* terminal status (completed, failed,
 expired, cancelled: partial results are collected afterwards), uses the async SDK clients so
-it never blocks the triggerer's event loop, backs off between polls, and rides out a few
-failed polls before giving up.
+it never blocks the triggerer's event loop, backs off between polls, rides out a few failed
+polls, and keeps a wall-clock deadline that survives a restart in another triggerer. What a
+poll means is decided by :class:`batch_ai.triggers.polling.JobPoller`, as for the sensor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-MAX_CONSECUTIVE_POLL_FAILURES = 5
+from batch_ai.triggers.polling import JobPoller
 
 
 class BatchJobTrigger(BaseTrigger):
+    """Poll one provider job until it ends or ``deadline`` (an ISO 8601 wall-clock time) passes."""
+
     def __init__(
         self,
         provider: str,
         conn_id: str,
         provider_job_id: str,
+        deadline: str,
         options: dict[str, Any] | None = None,
         poll_interval: float = 60.0,
         max_poll_interval: float = 600.0,
-        timeout: float = 26 * 3600,
     ):
         super().__init__()
         self.provider = provider
         self.conn_id = conn_id
         self.provider_job_id = provider_job_id
+        self.deadline = deadline
         self.options = options or {}  # what the adapter needs besides the connection (region, ...)
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
-        self.timeout = timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -45,10 +48,10 @@ class BatchJobTrigger(BaseTrigger):
                 "provider": self.provider,
                 "conn_id": self.conn_id,
                 "provider_job_id": self.provider_job_id,
+                "deadline": self.deadline,
                 "options": self.options,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
-                "timeout": self.timeout,
             },
         )
 
@@ -56,38 +59,28 @@ class BatchJobTrigger(BaseTrigger):
         from batch_ai.providers import get_adapter
 
         adapter = get_adapter(self.provider, self.conn_id, **self.options)
-        started = time.monotonic()
-        interval = self.poll_interval
-        failures = 0
+        poller = JobPoller(
+            self.provider_job_id, datetime.fromisoformat(self.deadline), self.poll_interval, self.max_poll_interval
+        )
         while True:
             try:
                 info = await adapter.aget_job(self.provider_job_id)
-            except Exception as exc:  # the SDK has retried already; keep waiting a while
-                failures += 1
-                self.log.warning("poll %d of %s job %s failed: %s", failures, self.provider, self.provider_job_id, exc)
-                if failures >= MAX_CONSECUTIVE_POLL_FAILURES:
-                    yield TriggerEvent({
-                        "outcome": "error",
-                        "provider_job_id": self.provider_job_id,
-                        "message": f"{failures} polls in a row failed, last: {exc}",
-                    })
-                    return
-            else:
-                failures = 0
-                if info.terminal:
-                    yield TriggerEvent({"outcome": "ended", **info.as_event()})
-                    return
-                self.log.info(
-                    "%s job %s is %s %s", self.provider, self.provider_job_id, info.raw_status, info.counts or ""
+            except Exception as exc:  # the SDK has retried already; the poller says how long to go on
+                self.log.warning(
+                    "poll %d of %s job %s failed: %s", poller.failures + 1, self.provider, self.provider_job_id, exc
                 )
-            elapsed = time.monotonic() - started
-            if elapsed >= self.timeout:
-                yield TriggerEvent({
-                    "outcome": "error",
-                    "provider_job_id": self.provider_job_id,
-                    "message": f"job not finished after {elapsed:.0f}s (timeout {self.timeout:.0f}s)",
-                    "timed_out": True,
-                })
+                event = poller.on_error(exc, _now())
+            else:
+                event = poller.on_state(info, _now())
+                if event is None:
+                    self.log.info(
+                        "%s job %s is %s %s", self.provider, self.provider_job_id, info.raw_status, info.counts or ""
+                    )
+            if event is not None:
+                yield TriggerEvent(event)
                 return
-            await asyncio.sleep(min(interval, max(self.timeout - elapsed, 0.1)))
-            interval = min(interval * 1.5, self.max_poll_interval)
+            await asyncio.sleep(poller.next_interval(_now()))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -41,27 +41,40 @@ class GateVerdict:
         )
 
 
-def _suite(w, columns: set[str]):
+def _suite(workload, columns: set[str]):
     import great_expectations as gx
 
     e = gx.expectations
-    v = w.spec.validation
-    key = w.spec.sink.key
+    v = workload.spec.validation
+    key = workload.spec.sink.key
     out = [("outputs", e.ExpectColumnValuesToBeUnique(column=key))]
-    out += [("outputs", e.ExpectColumnValuesToBeInSet(column=f, value_set=allowed)) for f, allowed in v.enums.items() if f in columns]
-    out += [("outputs", e.ExpectColumnValueLengthsToBeBetween(column=f, min_value=1, max_value=limit))
-            for f, limit in v.max_length.items() if f in columns]
+    out += [
+        ("outputs", e.ExpectColumnValuesToBeInSet(column=f, value_set=allowed))
+        for f, allowed in v.enums.items()
+        if f in columns
+    ]
+    out += [
+        ("outputs", e.ExpectColumnValueLengthsToBeBetween(column=f, min_value=1, max_value=limit))
+        for f, limit in v.max_length.items()
+        if f in columns
+    ]
     if v.no_html:
         out.append(("outputs", e.ExpectColumnValuesToBeNull(column=UNSAFE)))
-    out.append(("answers", e.ExpectColumnValuesToBeInSet(column="valid", value_set=[True],
-                                                          mostly=1.0 - w.spec.quality_gate.max_invalid_rate)))
+    out.append(
+        (
+            "answers",
+            e.ExpectColumnValuesToBeInSet(
+                column="valid", value_set=[True], mostly=1.0 - workload.spec.quality_gate.max_invalid_rate
+            ),
+        )
+    )
     return out
 
 
-def with_safety_column(w, outputs: pd.DataFrame) -> pd.DataFrame:
+def with_safety_column(workload, outputs: pd.DataFrame) -> pd.DataFrame:
     """``outputs`` with the :data:`UNSAFE` column: ``field: reason; ...`` for each unsafe row, else None."""
-    hosts = w.spec.validation.allowed_link_hosts
-    fields = [c for c in outputs.columns if c != w.spec.sink.key]
+    hosts = workload.spec.validation.allowed_link_hosts
+    fields = [c for c in outputs.columns if c != workload.spec.sink.key]
 
     def reasons(row) -> str | None:
         found = unsafe_content({f: row[f] for f in fields if isinstance(row[f], (str, list, dict))}, hosts)
@@ -72,43 +85,53 @@ def with_safety_column(w, outputs: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def run_gate(w, outputs: pd.DataFrame, answered_valid: list[bool]) -> GateVerdict:
+def run_gate(workload, outputs: pd.DataFrame, answered_valid: list[bool]) -> GateVerdict:
     """Validate the outputs about to be published and the run's valid/invalid answers."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
-    if w.spec.validation.no_html:
-        outputs = with_safety_column(w, outputs)
+    if workload.spec.validation.no_html:
+        outputs = with_safety_column(workload, outputs)
     context = gx.get_context(mode="ephemeral")
     source = context.data_sources.add_pandas("batch_ai")
     frames = {"outputs": outputs, "answers": pd.DataFrame({"valid": answered_valid}, dtype=object)}
     checks: list[dict[str, Any]] = []
     by_frame: dict[str, list] = {}
-    for frame, expectation in _suite(w, set(outputs.columns)):
+    for frame, expectation in _suite(workload, set(outputs.columns)):
         by_frame.setdefault(frame, []).append(expectation)
     for frame, expectations in by_frame.items():
         if frames[frame].empty:
             continue  # nothing to publish (or nothing answered): nothing to judge
-        batch = source.add_dataframe_asset(frame).add_batch_definition_whole_dataframe("run").get_batch(
-            batch_parameters={"dataframe": frames[frame]}
+        batch = (
+            source.add_dataframe_asset(frame)
+            .add_batch_definition_whole_dataframe("run")
+            .get_batch(batch_parameters={"dataframe": frames[frame]})
         )
-        suite = gx.ExpectationSuite(name=f"{w.name}_{frame}")
+        suite = gx.ExpectationSuite(name=f"{workload.name}_{frame}")
         for expectation in expectations:
             suite.add_expectation(expectation)
         result = batch.validate(suite)
         for r in result.results:
             stats = r.result or {}
-            checks.append({
-                "expectation": r.expectation_config.type,
-                "column": r.expectation_config.kwargs.get("column"),
-                "success": bool(r.success),
-                "element_count": stats.get("element_count", len(frames[frame])),
-                "unexpected_count": stats.get("unexpected_count", 0),
-                "unexpected_percent": float(stats.get("unexpected_percent") or 0.0),
-                "examples": [str(x)[:60] for x in (stats.get("partial_unexpected_list") or [])[:3]],
-            })
+            checks.append(
+                {
+                    "expectation": r.expectation_config.type,
+                    "column": r.expectation_config.kwargs.get("column"),
+                    "success": bool(r.success),
+                    "element_count": stats.get("element_count", len(frames[frame])),
+                    "unexpected_count": stats.get("unexpected_count", 0),
+                    "unexpected_percent": float(stats.get("unexpected_percent") or 0.0),
+                    "examples": [str(x)[:60] for x in (stats.get("partial_unexpected_list") or [])[:3]],
+                }
+            )
     verdict = GateVerdict(all(c["success"] for c in checks), checks)
     for c in checks:
-        log.info("gate %s %s on %s: %d of %d unexpected", "passed" if c["success"] else "FAILED", c["expectation"],
-                 c["column"], c["unexpected_count"], c["element_count"])
+        log.info(
+            "gate %s %s on %s: %d of %d unexpected",
+            "passed" if c["success"] else "FAILED",
+            c["expectation"],
+            c["column"],
+            c["unexpected_count"],
+            c["element_count"],
+        )
     return verdict

@@ -24,6 +24,19 @@ class Verdict:
         return not self.errors
 
 
+def _parse(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The output as a JSON object, or why it is not one."""
+    if text is None or not text.strip():
+        return None, "empty output"
+    try:
+        output = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"output is not JSON ({exc.msg} at char {exc.pos}): {text[:80]!r}"
+    if not isinstance(output, dict):
+        return None, f"output is a JSON {type(output).__name__}, not an object"
+    return output, None
+
+
 class OutputValidator:
     """Checks one model output against a workload's schema and validation rules."""
 
@@ -33,22 +46,35 @@ class OutputValidator:
         self.id_regex = id_regex  # what other records' source ids look like in text
 
     @classmethod
-    def for_workload(cls, w) -> OutputValidator:
-        return cls(w.output_schema, w.spec.validation, w.spec.source.id_regex())
+    def for_workload(cls, workload) -> OutputValidator:
+        return cls(workload.output_schema, workload.spec.validation, workload.spec.source.id_regex())
 
     def validate(self, text: str | None, source_id: str, source: dict[str, Any] | None = None) -> Verdict:
         """Check one output; ``source`` (the record's input) is what span rules point into."""
-        if text is None or not text.strip():
-            return Verdict(None, ["empty output"])
-        try:
-            output = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return Verdict(None, [f"output is not JSON ({exc.msg} at char {exc.pos}): {text[:80]!r}"])
-        if not isinstance(output, dict):
-            return Verdict(None, [f"output is a JSON {type(output).__name__}, not an object"])
+        output, problem = _parse(text)
+        if problem:
+            return Verdict(None, [problem])
+        by_field = self._rule_errors(output)
+        self._schema_errors(output, by_field)
+        errors = [m for messages in by_field.values() for m in messages]
+        errors += self._content_errors(output, str(source_id), source)
+        review = None
+        if self.rules.foreign_ids != "ignore":
+            foreign = self.foreign_ids(output, str(source_id))
+            if foreign:
+                message = (
+                    f"{foreign[0]}: mentions {foreign[1]!r}, the id of another record (a prompt injection may ask that)"
+                )
+                if self.rules.foreign_ids == "invalid":
+                    errors.append(message)
+                else:
+                    review = message
+        return Verdict(output, list(dict.fromkeys(errors)), review)
 
+    def _rule_errors(self, output: dict[str, Any]) -> dict[str, list[str]]:
+        """The workload's own rules, by top-level field (so each problem is said once)."""
         r = self.rules
-        by_field: dict[str, list[str]] = {}  # by top-level field, so each problem is said once
+        by_field: dict[str, list[str]] = {}
         for name in r.required:
             if output.get(name) in (None, "", []):
                 by_field.setdefault(name, []).append(f"{name}: required and missing or empty")
@@ -59,7 +85,10 @@ class OutputValidator:
             value = output.get(name)
             if isinstance(value, str) and len(value) > limit:
                 by_field.setdefault(name, []).append(f"{name}: {len(value)} characters, over the limit of {limit}")
-        # the schema's findings, where the workload's rules have not already said it in their words
+        return by_field
+
+    def _schema_errors(self, output: dict[str, Any], by_field: dict[str, list[str]]) -> None:
+        """The schema's findings, where the workload's rules have not already said it in their words."""
         for e in sorted(self.schema_validator.iter_errors(output), key=lambda e: list(map(str, e.absolute_path))):
             field = str(e.absolute_path[0]) if e.absolute_path else None
             if e.validator == "required":
@@ -69,24 +98,20 @@ class OutputValidator:
                 continue
             path = "/".join(map(str, e.absolute_path)) or "<root>"
             by_field.setdefault(field or "<root>", []).append(f"schema: {path}: {e.message[:200]}")
-        errors = [m for messages in by_field.values() for m in messages]
+
+    def _content_errors(self, output: dict[str, Any], source_id: str, source: dict[str, Any] | None) -> list[str]:
+        """Nothing unsafe to show, the echoed id, the spans into the source."""
+        r = self.rules
+        errors = []
         if r.no_html:
-            errors.extend(f"{path}: {why}" for path, why in unsafe_content(output, r.allowed_link_hosts))
+            errors += [f"{path}: {why}" for path, why in unsafe_content(output, r.allowed_link_hosts)]
         if r.echo_id_field:
             echoed = output.get(r.echo_id_field)
-            if str(echoed) != str(source_id):
+            if str(echoed) != source_id:
                 errors.append(f"{r.echo_id_field}: echoed {str(echoed)[:60]!r} but the record is {source_id!r}")
-        for rule in getattr(r, "spans", ()):
-            errors.extend(span_errors(output.get(rule.field), (source or {}).get(rule.source_field), rule))
-        review = None
-        foreign = self.foreign_ids(output, str(source_id)) if r.foreign_ids != "ignore" else None
-        if foreign:
-            message = f"{foreign[0]}: mentions {foreign[1]!r}, the id of another record (a prompt injection may ask that)"
-            if r.foreign_ids == "invalid":
-                errors.append(message)
-            else:
-                review = message
-        return Verdict(output, list(dict.fromkeys(errors)), review)
+        for rule in r.spans:
+            errors += span_errors(output.get(rule.field), (source or {}).get(rule.source_field), rule)
+        return errors
 
     def foreign_ids(self, output: Any, source_id: str, path: str = "") -> tuple[str, str] | None:
         """The first (path, id) where a string of the output names a source id other than the record's."""
@@ -97,8 +122,9 @@ class OutputValidator:
             return (path or "<root>", other) if other else None
         items = output.items() if isinstance(output, dict) else enumerate(output) if isinstance(output, list) else ()
         for key, value in items:
-            found = self.foreign_ids(value, source_id, f"{path}[{key}]" if isinstance(key, int) else
-                                     (f"{path}.{key}" if path else str(key)))
+            found = self.foreign_ids(
+                value, source_id, f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+            )
             if found:
                 return found
         return None
@@ -117,9 +143,11 @@ def span_errors(spans: Any, text: Any, rule) -> list[str]:
         if not (isinstance(start, int) and isinstance(end, int)):
             errors.append(f"{rule.field}[{i}]: a span needs integer start and end")
         elif not 0 <= start < end <= len(text):
-            errors.append(f"{rule.field}[{i}]: span {start}-{end} is outside the {len(text)} characters of "
-                          f"{rule.source_field}")
+            errors.append(
+                f"{rule.field}[{i}]: span {start}-{end} is outside the {len(text)} characters of {rule.source_field}"
+            )
         elif "text" in span and text[start:end] != span["text"]:
-            errors.append(f"{rule.field}[{i}]: span {start}-{end} reads {text[start:end][:40]!r}, not "
-                          f"{str(span['text'])[:40]!r}")
+            errors.append(
+                f"{rule.field}[{i}]: span {start}-{end} reads {text[start:end][:40]!r}, not {str(span['text'])[:40]!r}"
+            )
     return errors

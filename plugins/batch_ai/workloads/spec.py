@@ -1,28 +1,17 @@
-"""Workload specs: one YAML file per workload in ``include/workloads/``.
+"""Workload specs: the YAML a user writes, as pydantic models checked field by field.
 
-A spec is loaded and validated once per process (pydantic + cross-checks against the
-output schema and the provider capability table), so a mistake fails at DAG parse time
-with the file and field named, not after money was spent.
+A mistake fails at DAG parse time with the file and field named, not after money was spent.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 import re
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-import jsonschema
-import yaml
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from batch_ai import include_dir
 from batch_ai.providers.capabilities import capabilities
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -201,7 +190,8 @@ class ReviewRule(_Strict):
     @model_validator(mode="after")
     def _one_condition(self) -> ReviewRule:
         given = [n for n in ("below", "above", "equals", "in_") if getattr(self, n) is not None] + (
-            ["not_empty"] if self.not_empty else [])
+            ["not_empty"] if self.not_empty else []
+        )
         if len(given) != 1:
             raise ValueError(f"review rule on {self.field!r} needs exactly one of below, above, equals, in, not_empty")
         return self
@@ -291,7 +281,7 @@ class WorkloadSpec(_Strict):
     name: str = Field(pattern=_NAME)
     description: str = ""
     schedule: str | None = None
-    start_date: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start_date: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     tags: list[str] = Field(default_factory=list)
     source: SourceSpec
     prompt: VersionedFile
@@ -311,7 +301,7 @@ class WorkloadSpec(_Strict):
     @field_validator("start_date")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
     def _targets_offer_batch(self) -> WorkloadSpec:
@@ -334,210 +324,9 @@ class WorkloadSpec(_Strict):
     def _provider_supports_batch(self) -> WorkloadSpec:
         p = self.provider
         caps = capabilities().provider(p.name)
-        filled = p.model_copy(update={"model": p.model or caps.default_model, "region": p.region or caps.default_region})
+        filled = p.model_copy(
+            update={"model": p.model or caps.default_model, "region": p.region or caps.default_region}
+        )
         object.__setattr__(self, "provider", filled)
         capabilities().check_batch_model(filled.name, filled.model, filled.region)
         return self
-
-
-class Workload:
-    """A validated spec together with the prompt and schema files it names."""
-
-    def __init__(self, spec: WorkloadSpec, path: Path, root: Path):
-        self.spec = spec
-        self.path = path
-        self.root = root
-        self.prompt_path = root / spec.prompt.file
-        self.schema_path = root / spec.output_schema.file
-        for what, p in (("prompt", self.prompt_path), ("output_schema", self.schema_path)):
-            if not p.is_file():
-                raise WorkloadError(path, f"{what}.file {p.relative_to(root)} does not exist")
-        self.prompt_bytes = self.prompt_path.read_bytes()
-        self.schema_bytes = self.schema_path.read_bytes()
-        try:
-            prompt = yaml.safe_load(self.prompt_bytes)
-            self.system_template, self.user_template = prompt["system"], prompt["user"]
-        except (yaml.YAMLError, KeyError, TypeError) as exc:
-            raise WorkloadError(self.prompt_path, f"a prompt file is YAML with 'system' and 'user' keys: {exc}")
-        try:
-            self.output_schema: dict[str, Any] = json.loads(self.schema_bytes)
-            jsonschema.Draft202012Validator.check_schema(self.output_schema)
-        except (json.JSONDecodeError, jsonschema.SchemaError) as exc:
-            raise WorkloadError(self.schema_path, f"not a valid JSON Schema: {exc}")
-        self._check_rules_against_schema()
-        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-        self._system, self._user = self._templates(env)
-        #: declared fields a row may lack render as empty text rather than failing the render
-        self._absent = {name: "" for name in spec.source.declared_fields()}
-
-    def with_versions(self, prompt: str | None = None, schema: str | None = None) -> Workload:
-        """This workload with another prompt and/or schema version (a backfill's override).
-
-        The file of version ``vN`` lies beside the configured one, named ``vN`` with the same
-        suffix (``prompts/ticket_summary/v2.yaml``).
-        """
-        s = self.spec
-        update = {}
-        for field, version in (("prompt", prompt), ("output_schema", schema)):
-            current: VersionedFile = getattr(s, field)
-            if version and version != current.version:
-                folder, _, filename = current.file.rpartition("/")
-                suffix = filename[filename.find("."):] if "." in filename else ""
-                update[field] = VersionedFile.model_validate(
-                    {"file": f"{folder}/{version}{suffix}" if folder else f"{version}{suffix}", "version": version})
-        if not update:
-            return self
-        return Workload(s.model_copy(update=update), self.path, self.root)
-
-    def with_target(self, target: str | None) -> Workload:
-        """This workload on one evaluation target (``provider:model``)."""
-        if not target:
-            return self
-        s = self.spec
-        match = next((t for t in (s.evaluation.targets if s.evaluation else []) if t.key == target), None)
-        if match is None:
-            raise WorkloadError(self.path, f"{target} is not one of the evaluation targets")
-        return Workload(s.model_copy(update={"provider": match.provider_spec(s.provider)}), self.path, self.root)
-
-    # identity -------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def conn_id(self) -> str:
-        return self.spec.provider.conn_id or capabilities().provider(self.spec.provider.name).default_conn_id
-
-    def artifacts(self) -> list[tuple[str, str, str, str]]:
-        """(kind, version, sha256, path) of the prompt and schema, for the version check."""
-        return [
-            ("prompt", self.spec.prompt.version, hashlib.sha256(self.prompt_bytes).hexdigest(), self.spec.prompt.file),
-            (
-                "schema",
-                self.spec.output_schema.version,
-                hashlib.sha256(self.schema_bytes).hexdigest(),
-                self.spec.output_schema.file,
-            ),
-        ]
-
-    # prompt ---------------------------------------------------------------------------
-    def _templates(self, env: SandboxedEnvironment):
-        """Compile the prompt's templates and check them against the declared source fields, so a
-        misspelt field fails when the DAG is parsed, naming the prompt file and the field."""
-        from jinja2 import TemplateError, nodes
-
-        declared = self.spec.source.declared_fields()
-        compiled = []
-        for part in ("system", "user"):
-            text = self.system_template if part == "system" else self.user_template
-            try:
-                tree = env.parse(text)
-                template = env.from_string(text)
-            except TemplateError as exc:
-                raise WorkloadError(self.prompt_path, f"{part}: not a valid template: {exc}") from None
-            used = {n.attr for n in tree.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == "record"}
-            used |= {n.arg.value for n in tree.find_all(nodes.Getitem)
-                     if isinstance(n.node, nodes.Name) and n.node.name == "record" and isinstance(n.arg, nodes.Const)}
-            unknown = sorted(str(u) for u in used - set(declared))
-            if unknown:
-                raise WorkloadError(
-                    self.prompt_path,
-                    f"{part}: the template uses record.{unknown[0]}, which is not a source field of {self.path.name} "
-                    f"(declared: {', '.join(sorted(declared))}); declare it under source.fields or fix the name",
-                )
-            try:  # a row with every declared field: catches what the names alone do not
-                template.render(record={name: _PROBE[kind] for name, kind in declared.items()})
-            except Exception as exc:  # noqa: BLE001 - any render failure is the template's
-                raise WorkloadError(self.prompt_path, f"{part}: the template fails on a typical row: "
-                                                      f"{type(exc).__name__}: {exc}") from None
-            compiled.append(template)
-        return compiled
-
-    def render(self, record: dict[str, Any]) -> tuple[str, str]:
-        """(system, user) messages for one source record; declared fields it lacks render empty."""
-        values = {**self._absent, **record}
-        return self._system.render(record=values).strip(), self._user.render(record=values).strip()
-
-    def source_uri(self, *, ds: str, data_interval_start: datetime | None, data_interval_end: datetime | None) -> str:
-        uri = re.sub(r"\$\{(\w+)\}", lambda m: _env(m.group(1), self.path), self.spec.source.uri)
-        return uri.format(
-            ds=ds,
-            ds_nodash=ds.replace("-", ""),
-            data_interval_start=data_interval_start.isoformat() if data_interval_start else "",
-            data_interval_end=data_interval_end.isoformat() if data_interval_end else "",
-        )
-
-    def _check_rules_against_schema(self) -> None:
-        props = self.output_schema.get("properties", {})
-        v = self.spec.validation
-        named = set(v.required) | set(v.enums) | set(v.max_length) | set(self.spec.sink.columns)
-        named |= {r.field for r in self.spec.review.rules} | {r.field for r in v.spans}
-        if self.spec.evaluation:
-            named.add(self.spec.evaluation.output_field)
-        if v.echo_id_field:
-            named.add(v.echo_id_field)
-        unknown = sorted(n for n in named if n not in props)
-        if unknown:
-            raise WorkloadError(self.path, f"fields {unknown} are not properties of {self.spec.output_schema.file}")
-        for fld, allowed in v.enums.items():
-            schema_enum = props[fld].get("enum")
-            if schema_enum is not None and set(allowed) - set(schema_enum):
-                raise WorkloadError(
-                    self.path, f"validation.enums.{fld} allows {sorted(set(allowed) - set(schema_enum))} not in the schema"
-                )
-
-
-#: A typical value of each declared field type, for checking a template when the DAG is parsed.
-_PROBE: dict[str, Any] = {"string": "text", "integer": 1, "number": 1.5, "boolean": True, "array": ["text"],
-                          "object": {"key": "text"}, "any": "text"}
-
-
-class WorkloadError(ValueError):
-    def __init__(self, path: Path | str, message: str):
-        super().__init__(f"{path}: {message}")
-
-
-def _env(name: str, path: Path) -> str:
-    try:
-        return os.environ[name]
-    except KeyError:
-        raise WorkloadError(path, f"environment variable {name} is not set") from None
-
-
-def workloads_dir() -> Path:
-    return include_dir() / "workloads"
-
-
-@functools.cache
-def load_workload(name: str) -> Workload:
-    """Load and validate ``include/workloads/<name>.yaml`` (cached per process)."""
-    path = workloads_dir() / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in workloads_dir().glob("*.yaml"))
-        raise WorkloadError(path, f"no such workload; known: {known}")
-    return load_workload_file(path)
-
-
-#: Runs every workload on another provider (with that provider's default model): the switch
-#: the demo and the tests use. In production, set ``provider.name`` in the workload's YAML.
-PROVIDER_OVERRIDE = "BATCH_AI_PROVIDER"
-
-
-def load_workload_file(path: Path) -> Workload:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise WorkloadError(path, f"not valid YAML: {exc}") from None
-    override = os.environ.get(PROVIDER_OVERRIDE)
-    if override and isinstance(raw, dict) and isinstance(raw.get("provider"), dict):
-        if raw["provider"].get("name") != override:
-            keep = {k: v for k, v in raw["provider"].items() if k not in ("name", "model", "conn_id", "region")}
-            raw["provider"] = {**keep, "name": override}
-    try:
-        spec = WorkloadSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors())
-        raise WorkloadError(path, problems) from None
-    if spec.name != path.stem:
-        raise WorkloadError(path, f"name {spec.name!r} must match the file name {path.stem!r}")
-    return Workload(spec, path, include_dir())

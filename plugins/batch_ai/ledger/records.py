@@ -1,0 +1,218 @@
+"""The ledger's records: state changes (each with its audit row) and the reads the stages need.
+
+Every change of a record's state goes through :meth:`RecordsMixin.apply`, which checks it
+against the life cycle (:mod:`batch_ai.ledger.states`) under the rows' locks and writes the
+records and their audit rows in bulk statements.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from batch_ai.errors import IllegalTransition
+from batch_ai.ledger import tables as t
+from batch_ai.ledger.common import Change, RecordKey, chunks, utcnow
+from batch_ai.ledger.states import State, check_transitions
+
+
+class RecordsMixin:
+    """The record half of :class:`batch_ai.ledger.store.Ledger` (it provides ``engine``)."""
+
+    def apply(
+        self,
+        conn: Connection,
+        changes: Sequence[Change],
+        *,
+        actor: str,
+        run_id: str | None = None,
+        job_id: int | None = None,
+        expect_from: State | None = None,
+        only_from: State | None = None,
+        in_job: int | None = None,
+    ) -> list[Change]:
+        """Apply state changes in bulk inside ``conn``'s transaction, with audit rows. Returns the
+        changes applied.
+
+        ``expect_from``: every record must be in that state now (checked under the row lock),
+        for a decision taken on what a person saw. ``only_from`` (and ``in_job``): changes of
+        records no longer in that state (or job) are left out instead, for moves that another
+        process may have made first (two runs collecting the same job)."""
+        if not changes:
+            return []
+        current = self._current(conn, changes)
+        if only_from is not None:
+            changes = [
+                c
+                for c in changes
+                if current[c.record_id].state == only_from and (in_job is None or current[c.record_id].job_id == in_job)
+            ]
+        if expect_from is not None:
+            moved = [
+                f"record {c.record_id} is {current[c.record_id].state}"
+                for c in changes
+                if current[c.record_id].state != expect_from
+            ]
+            if moved:
+                raise IllegalTransition(f"expected {expect_from}: {'; '.join(moved[:10])}")
+        check_transitions((c.record_id, current[c.record_id].state, c.to) for c in changes)
+        now = utcnow()
+        self._write_changes(conn, changes, now)
+        audit = [
+            {
+                "record_id": c.record_id,
+                "from_state": current[c.record_id].state,
+                "to_state": str(c.to),
+                "at": now,
+                "actor": actor,
+                "run_id": run_id,
+                "job_id": job_id,
+                "attempt": c.values.get("attempts", current[c.record_id].attempts),
+                "reason": c.reason,
+            }
+            for c in changes
+        ]
+        for part in chunks(audit):
+            conn.execute(insert(t.audit), list(part))
+        return list(changes)
+
+    def _current(self, conn: Connection, changes: Sequence[Change]) -> dict[int, Any]:
+        """The records' state, attempts and job now, locked (PostgreSQL) for the change."""
+        ids = [c.record_id for c in changes]
+        if len(set(ids)) != len(ids):
+            dupes = [i for i, n in Counter(ids).items() if n > 1]
+            raise ValueError(f"records changed twice in one operation: {dupes[:10]}")
+        rc = t.records.c
+        current: dict[int, Any] = {}
+        for chunk in chunks(ids):
+            q = select(rc.id, rc.state, rc.attempts, rc.job_id).where(rc.id.in_(chunk))
+            if self.is_postgres:
+                q = q.with_for_update()
+            current.update({row.id: row for row in conn.execute(q)})
+        missing = [i for i in ids if i not in current]
+        if missing:
+            raise KeyError(f"unknown record ids: {missing[:10]}")
+        return current
+
+    @staticmethod
+    def _write_changes(conn: Connection, changes: Sequence[Change], now) -> None:
+        """One ``UPDATE ... WHERE id = ?`` statement per set of changed columns, in chunks."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for c in changes:
+            values = c.values
+            if c.to == State.QUEUED and "job_id" not in values:
+                values = {**values, "job_id": None}  # queued again: free for any job to take
+            params = {f"p_{k}": v for k, v in values.items()}
+            params.update(p_id=c.record_id, p_state=str(c.to))
+            by_columns.setdefault(tuple(sorted(values)), []).append(params)
+        for cols, params in by_columns.items():
+            stmt = (
+                update(t.records)
+                .where(t.records.c.id == bindparam("p_id"))
+                .values(state=bindparam("p_state"), updated_at=now, **{k: bindparam(f"p_{k}") for k in cols})
+            )
+            for part in chunks(params):
+                conn.execute(stmt, list(part))
+
+    def transition(self, changes: Sequence[Change], **kwargs) -> list[Change]:
+        with self.engine.begin() as conn:
+            return self.apply(conn, changes, **kwargs)
+
+    def move(self, key: RecordKey, state: State, decide: Callable[[Any], Change | None], **kwargs) -> list[Change]:
+        """Change records now in ``state`` as ``decide(record)`` says (``None``: leave it).
+
+        Reads and changes in one transaction; on PostgreSQL rows another run is changing are
+        skipped, so two runs never move the same record twice.
+        """
+        q = select(t.records).where(key.where(), t.records.c.state == state).order_by(t.records.c.id)
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            changes = [c for c in map(decide, conn.execute(q)) if c is not None]
+            self.apply(conn, changes, **kwargs)
+        return changes
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def records_in_state(self, key: RecordKey, state: State) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(t.records).where(key.where(), t.records.c.state == state)))
+
+    def lock_ready(self, conn: Connection, key: RecordKey, only: Sequence[int] | None = None) -> list[Any]:
+        """The ``completed`` records of a key (of ``only``, the ones the quality gate checked,
+        when given), for a publish inside ``conn``'s transaction. On PostgreSQL they are locked,
+        skipping those a concurrent publish holds."""
+        rc = t.records.c
+        q = (
+            select(rc.id, rc.source_id, rc.output, rc.source_date)
+            .where(key.where(), rc.state == State.COMPLETED)
+            .order_by(rc.id)
+        )
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        rows = list(conn.execute(q))
+        if only is None:
+            return rows
+        wanted = set(only)
+        return [r for r in rows if r.id in wanted]
+
+    def record(self, record_id: int) -> Any:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.records).where(t.records.c.id == record_id)).first()
+        if row is None:
+            raise KeyError(f"no record {record_id} in the ledger")
+        return row
+
+    def find_records(self, workload: str, source_id: str) -> list[Any]:
+        """Every record (all versions) of one source id, oldest first."""
+        rc = t.records.c
+        with self.engine.connect() as conn:
+            q = select(t.records).where(rc.workload == workload, rc.source_id == source_id).order_by(rc.id)
+            return list(conn.execute(q))
+
+    def review_queue(self, workload: str | None = None, limit: int = 200) -> list[Any]:
+        rc = t.records.c
+        q = select(t.records).where(rc.state == State.REVIEW_REQUIRED).order_by(rc.workload, rc.id).limit(limit)
+        if workload:
+            q = q.where(rc.workload == workload)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def review_counts(self) -> dict[str, int]:
+        rc = t.records.c
+        q = (
+            select(rc.workload, func.count())
+            .where(rc.state == State.REVIEW_REQUIRED)
+            .group_by(rc.workload)
+            .order_by(rc.workload)
+        )
+        with self.engine.connect() as conn:
+            return dict(conn.execute(q).all())
+
+    def history(self, record_id: int) -> list[Any]:
+        """Every state change of a record, oldest first, with the token and provider id of its job."""
+        a, j = t.audit.c, t.jobs.c
+        q = (
+            select(t.audit, j.token, j.provider_job_id)
+            .select_from(t.audit.outerjoin(t.jobs, a.job_id == j.id))
+            .where(a.record_id == record_id)
+            .order_by(a.id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def mean_output_tokens(self, workload: str) -> float | None:
+        """Mean output tokens of the workload's answered records (``None`` before the first)."""
+        rc = t.records.c
+        with self.engine.connect() as conn:
+            value = conn.scalar(select(func.avg(rc.output_tokens)).where(rc.workload == workload, rc.output_tokens > 0))
+        return float(value) if value is not None else None
+
+    def queued(self, conn: Connection, key: RecordKey) -> list[Any]:
+        """The key's queued records (id, input, attempts) inside ``conn``'s transaction."""
+        rc = t.records.c
+        q = select(rc.id, rc.input, rc.attempts).where(key.where(), rc.state == State.QUEUED).order_by(rc.id)
+        return list(conn.execute(q))
