@@ -3,6 +3,9 @@
 Starts the provider API server, an S3 server (moto) for Bedrock and a GCS server
 (gcp-storage-emulator) for Vertex AI, each on a free 127.0.0.1 port. Prints one JSON line
 with the connection settings once everything listens, then serves until interrupted.
+
+Each server binds its own socket (port 0 unless one is given) and the port is read back from
+it, so two emulators starting at once never race for a port picked before it was bound.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ STAGING_BUCKET = "batch-ai-staging"  # made in both GCS and S3 at start, for sta
 EMULATOR_ROLE = "arn:aws:iam::123456789012:role/batch-ai-emulator"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def listen(port: int) -> socket.socket:
+    """A socket bound to ``127.0.0.1:port`` (0: any free port), for uvicorn to serve on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, port))
+    return sock
 
 
 def settings(port: int, gcs_port: int, s3_port: int) -> dict:
@@ -94,7 +99,7 @@ def settings(port: int, gcs_port: int, s3_port: int) -> dict:
 
 
 def start_storage(gcs_port: int, s3_port: int):
-    """The GCS and S3 servers, in this process's threads."""
+    """The GCS and S3 servers, in this process's threads, and the ports they listen on."""
     import boto3
     from gcp_storage_emulator.server import create_server
     from moto.server import ThreadedMotoServer
@@ -102,8 +107,10 @@ def start_storage(gcs_port: int, s3_port: int):
     logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
     gcs = create_server(HOST, gcs_port, in_memory=True, default_bucket=STAGING_BUCKET)
     gcs.start()
+    gcs_port = gcs._api._httpd.server_address[1]  # the port it bound (0 asks for any free one)
     s3 = ThreadedMotoServer(ip_address=HOST, port=s3_port, verbose=False)
     s3.start()
+    s3_port = s3.get_host_and_port()[1]
     boto3.client(
         "s3",
         endpoint_url=f"http://{HOST}:{s3_port}",
@@ -111,7 +118,7 @@ def start_storage(gcs_port: int, s3_port: int):
         aws_access_key_id="emulator",
         aws_secret_access_key="emulator",
     ).create_bucket(Bucket=STAGING_BUCKET)
-    return gcs, s3
+    return gcs, s3, gcs_port, s3_port
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.faults:
         text = args.faults if args.faults.lstrip().startswith("{") else Path(args.faults).read_text()
         config = FaultConfig.model_validate(json.loads(text))
-    port, gcs_port, s3_port = args.port or free_port(), args.gcs_port or free_port(), args.s3_port or free_port()
-    gcs, s3 = start_storage(gcs_port, s3_port)
+    gcs, s3, gcs_port, s3_port = start_storage(args.gcs_port, args.s3_port)
+    sock = listen(args.port)
+    port = sock.getsockname()[1]
     try:
         app = create_app(
             config,
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             s3_url=f"http://{HOST}:{s3_port}",
             on_ready=lambda: print(json.dumps(settings(port, gcs_port, s3_port)), flush=True),
         )
-        uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level=args.log_level)).run()
+        uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level=args.log_level)).run(sockets=[sock])
     finally:
         s3.stop()
         gcs.stop()

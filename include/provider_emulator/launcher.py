@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -38,10 +39,13 @@ class Emulator:
             text=True,
         )
         deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline()  # the settings line, printed once listening
+        # the settings line, printed once listening; never wait for it past the deadline
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
         if not line:
             self.stop()
-            raise RuntimeError(f"the provider emulator exited before it was ready (see {self.log_file or 'stderr'})")
+            what = "exited before it was ready" if ready else f"printed no settings in {timeout:.0f}s"
+            raise RuntimeError(f"the provider emulator {what} (see {self.log_file or 'stderr'})")
         self.settings = json.loads(line)
         while time.monotonic() < deadline:
             try:
