@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,45 +86,37 @@ def with_safety_column(workload, outputs: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def run_gate(workload, outputs: pd.DataFrame, answered_valid: list[bool]) -> GateVerdict:
-    """Validate the outputs about to be published and the run's valid/invalid answers."""
+def run_gate(workload, outputs: Iterable[pd.DataFrame] | pd.DataFrame, valid: int, invalid: int) -> GateVerdict:
+    """Validate the outputs about to be published (one frame, or frames a page at a time) and the
+    run's share of invalid answers (``valid`` and ``invalid`` counts)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
-    if workload.spec.validation.no_html:
-        outputs = with_safety_column(workload, outputs)
     context = gx.get_context(mode="ephemeral")
     source = context.data_sources.add_pandas("batch_ai")
-    frames = {"outputs": outputs, "answers": pd.DataFrame({"valid": answered_valid}, dtype=object)}
-    checks: list[dict[str, Any]] = []
-    by_frame: dict[str, list] = {}
-    for frame, expectation in _suite(workload, set(outputs.columns)):
-        by_frame.setdefault(frame, []).append(expectation)
-    for frame, expectations in by_frame.items():
-        if frames[frame].empty:
-            continue  # nothing to publish (or nothing answered): nothing to judge
-        batch = (
-            source.add_dataframe_asset(frame)
-            .add_batch_definition_whole_dataframe("run")
-            .get_batch(batch_parameters={"dataframe": frames[frame]})
-        )
-        suite = gx.ExpectationSuite(name=f"{workload.name}_{frame}")
-        for expectation in expectations:
-            suite.add_expectation(expectation)
-        result = batch.validate(suite)
-        for r in result.results:
-            stats = r.result or {}
-            checks.append(
-                {
-                    "expectation": r.expectation_config.type,
-                    "column": r.expectation_config.kwargs.get("column"),
-                    "success": bool(r.success),
-                    "element_count": stats.get("element_count", len(frames[frame])),
-                    "unexpected_count": stats.get("unexpected_count", 0),
-                    "unexpected_percent": float(stats.get("unexpected_percent") or 0.0),
-                    "examples": [str(x)[:60] for x in (stats.get("partial_unexpected_list") or [])[:3]],
-                }
-            )
+    assets = {}
+    merged: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+    def check(frame_name: str, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return  # nothing to publish (or nothing answered): nothing to judge
+        if frame_name not in assets:
+            assets[frame_name] = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("run")
+        suite = gx.ExpectationSuite(name=f"{workload.name}_{frame_name}")
+        for name, expectation in _suite(workload, set(frame.columns)):
+            if name == frame_name:
+                suite.add_expectation(expectation)
+        batch = assets[frame_name].get_batch(batch_parameters={"dataframe": frame})
+        for r in batch.validate(suite).results:
+            _merge(merged, r, len(frame))
+
+    for frame in [outputs] if isinstance(outputs, pd.DataFrame) else outputs:
+        check("outputs", with_safety_column(workload, frame) if workload.spec.validation.no_html else frame)
+    # the run's answers as a column of booleans: the share of invalid ones is what is judged
+    check("answers", pd.DataFrame({"valid": [True] * valid + [False] * invalid}, dtype=object))
+    checks = list(merged.values())
+    for c in checks:
+        c["unexpected_percent"] = 100.0 * c["unexpected_count"] / c["element_count"] if c["element_count"] else 0.0
     verdict = GateVerdict(all(c["success"] for c in checks), checks)
     for c in checks:
         log.info(
@@ -135,3 +128,27 @@ def run_gate(workload, outputs: pd.DataFrame, answered_valid: list[bool]) -> Gat
             c["element_count"],
         )
     return verdict
+
+
+def _merge(merged: dict, result, rows: int) -> None:
+    """Add one page's result of an expectation to its totals over every page. An expectation
+    holds over the whole when it holds on every page: the key's uniqueness too, as a key has one
+    record per version (the ledger's unique constraint), so no two pages share one."""
+    stats = result.result or {}
+    column = result.expectation_config.kwargs.get("column")
+    total = merged.setdefault(
+        (result.expectation_config.type, column),
+        {
+            "expectation": result.expectation_config.type,
+            "column": column,
+            "success": True,
+            "element_count": 0,
+            "unexpected_count": 0,
+            "examples": [],
+        },
+    )
+    total["success"] = total["success"] and bool(result.success)
+    total["element_count"] += stats.get("element_count", rows)
+    total["unexpected_count"] += stats.get("unexpected_count", 0)
+    examples = [str(x)[:60] for x in (stats.get("partial_unexpected_list") or [])]
+    total["examples"] = (total["examples"] + examples)[:3]

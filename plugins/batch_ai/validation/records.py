@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 
-from batch_ai.validation.safety import unsafe_content
+from batch_ai import jsonio
+from batch_ai.validation.safety import texts, unsafe_content
 
 
 @dataclass
@@ -29,9 +29,10 @@ def _parse(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
     if text is None or not text.strip():
         return None, "empty output"
     try:
-        output = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"output is not JSON ({exc.msg} at char {exc.pos}): {text[:80]!r}"
+        output = jsonio.loads(text)
+    except (jsonio.JSONDecodeError, RecursionError) as exc:
+        why = f"{exc.msg} at char {exc.pos}" if isinstance(exc, jsonio.JSONDecodeError) else "nested too deep"
+        return None, f"output is not JSON ({why}): {text[:80]!r}"
     if not isinstance(output, dict):
         return None, f"output is a JSON {type(output).__name__}, not an object"
     return output, None
@@ -41,6 +42,11 @@ class OutputValidator:
     """Checks one model output against a workload's schema and validation rules."""
 
     def __init__(self, output_schema: dict[str, Any], rules, id_regex: re.Pattern | None = None):
+        import jsonschema_rs
+
+        # a compiled validator says whether an output is valid (in well under a microsecond);
+        # jsonschema words what is wrong, for the few that are not
+        self._is_valid = jsonschema_rs.Draft202012Validator(output_schema).is_valid
         self.schema_validator = jsonschema.Draft202012Validator(output_schema)
         self.rules = rules
         self.id_regex = id_regex  # what other records' source ids look like in text
@@ -49,18 +55,26 @@ class OutputValidator:
     def for_workload(cls, workload) -> OutputValidator:
         return cls(workload.output_schema, workload.spec.validation, workload.spec.source.id_regex())
 
+    def is_valid(self, output: dict[str, Any]) -> bool:
+        try:
+            return self._is_valid(output)
+        except (ValueError, OverflowError):  # a value it cannot take (an integer beyond 128 bits)
+            return self.schema_validator.is_valid(output)
+
     def validate(self, text: str | None, source_id: str, source: dict[str, Any] | None = None) -> Verdict:
         """Check one output; ``source`` (the record's input) is what span rules point into."""
         output, problem = _parse(text)
         if problem:
             return Verdict(None, [problem])
         by_field = self._rule_errors(output)
-        self._schema_errors(output, by_field)
+        if not self.is_valid(output):
+            self._schema_errors(output, by_field)
         errors = [m for messages in by_field.values() for m in messages]
-        errors += self._content_errors(output, str(source_id), source)
+        strings = texts(output)
+        errors += self._content_errors(output, str(source_id), source, strings)
         review = None
         if self.rules.foreign_ids != "ignore":
-            foreign = self.foreign_ids(output, str(source_id))
+            foreign = self.foreign_ids(output, str(source_id), strings=strings)
             if foreign:
                 message = (
                     f"{foreign[0]}: mentions {foreign[1]!r}, the id of another record (a prompt injection may ask that)"
@@ -99,12 +113,15 @@ class OutputValidator:
             path = "/".join(map(str, e.absolute_path)) or "<root>"
             by_field.setdefault(field or "<root>", []).append(f"schema: {path}: {e.message[:200]}")
 
-    def _content_errors(self, output: dict[str, Any], source_id: str, source: dict[str, Any] | None) -> list[str]:
+    def _content_errors(
+        self, output: dict[str, Any], source_id: str, source: dict[str, Any] | None, strings: list[str]
+    ) -> list[str]:
         """Nothing unsafe to show, the echoed id, the spans into the source."""
         r = self.rules
         errors = []
         if r.no_html:
-            errors += [f"{path}: {why}" for path, why in unsafe_content(output, r.allowed_link_hosts)]
+            found = unsafe_content(output, r.allowed_link_hosts, strings=strings)
+            errors += [f"{path}: {why}" for path, why in found]
         if r.echo_id_field:
             echoed = output.get(r.echo_id_field)
             if str(echoed) != source_id:
@@ -113,10 +130,14 @@ class OutputValidator:
             errors += span_errors(output.get(rule.field), (source or {}).get(rule.source_field), rule)
         return errors
 
-    def foreign_ids(self, output: Any, source_id: str, path: str = "") -> tuple[str, str] | None:
+    def foreign_ids(
+        self, output: Any, source_id: str, path: str = "", strings: list[str] | None = None
+    ) -> tuple[str, str] | None:
         """The first (path, id) where a string of the output names a source id other than the record's."""
         if self.id_regex is None:
             return None
+        if not path and all(m == source_id for m in self.id_regex.findall("\n".join(strings or texts(output)))):
+            return None  # the common case, decided in one scan
         if isinstance(output, str):
             other = next((m for m in self.id_regex.findall(output) if m != source_id), None)
             return (path or "<root>", other) if other else None

@@ -91,7 +91,7 @@ def _markup(text: str) -> str | None:
 
 
 def _scheme(text: str) -> str | None:
-    match = _SCRIPT_SCHEME.search(unicodedata.normalize("NFKC", text).lower())
+    match = _SCRIPT_SCHEME.search((text if text.isascii() else unicodedata.normalize("NFKC", text)).lower())
     if match:
         scheme = re.sub(_SKIP, "", match.group(0)).split(":", 1)[0]
         return f"contains a {scheme}: URL"
@@ -134,8 +134,15 @@ def _walk(tokens) -> Iterator[Any]:
             yield from _walk(token.children)
 
 
+#: A text with none of these cannot be unsafe: markup needs ``<``, a character reference ``&``, a
+#: script URL a colon (or a character NFKC makes one), an event handler ``=``, a markdown link ``]``.
+_SUSPECT = re.compile("[<&:=\\]\u2a74\ufe13\ufe55\uff1a]")
+
+
 def is_unsafe(text: str, allowed_hosts: Iterable[str] = ()) -> str | None:
     """Why ``text`` is not safe to render, or ``None`` when it is."""
+    if not _SUSPECT.search(text):
+        return None
     hosts = frozenset(h.lower() for h in allowed_hosts)
     for variant in _decoded(text):
         why = _markup(variant) or _scheme(variant)
@@ -144,13 +151,20 @@ def is_unsafe(text: str, allowed_hosts: Iterable[str] = ()) -> str | None:
     return _markdown_links(text, hosts)
 
 
-def unsafe_content(value: Any, allowed_hosts: Iterable[str] = (), path: str = "") -> list[tuple[str, str]]:
+def unsafe_content(
+    value: Any, allowed_hosts: Iterable[str] = (), path: str = "", strings: list[str] | None = None
+) -> list[tuple[str, str]]:
     """``(path, reason)`` for every string at any depth of ``value`` that is not safe to render.
 
     Keys of objects are checked too (a key is shown as a label). Paths read like
     ``action_items[2]`` or ``violations[0].evidence``; a bare string's path is ``<root>``.
+    ``strings``: :func:`texts` of ``value``, when the caller has them already.
     """
     hosts = tuple(allowed_hosts)
+    suspicious = [t for t in (texts(value) if strings is None else strings) if _SUSPECT.search(t)]
+    if not any(is_unsafe(t, hosts) for t in suspicious):
+        return []  # the common case: no string is unsafe; only otherwise are they found by path
+
     found: list[tuple[str, str]] = []
     stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
@@ -169,3 +183,21 @@ def unsafe_content(value: Any, allowed_hosts: Iterable[str] = (), path: str = ""
         elif isinstance(node, list):
             stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(node))))
     return found
+
+
+def texts(value: Any) -> list[str]:
+    """Every string of ``value`` at any depth, object keys included."""
+    if isinstance(value, str):
+        return [value]
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, dict):
+            out.extend(k for k in node if isinstance(k, str))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
