@@ -20,6 +20,7 @@ from batch_ai.ledger.store import utcnow
 from batch_ai.operators import job_operators
 from batch_ai.providers import adapter_for
 from batch_ai.providers.capabilities import capabilities
+from batch_ai.providers.request_file import RequestFile
 from batch_ai.stages import collect, intake, plan, realtime, submit
 from batch_ai.stages.run import RunInfo
 from batch_ai.triggers.batch import BatchJobTrigger
@@ -134,7 +135,7 @@ def test_crash_after_provider_accepted_is_recovered_without_a_second_job(
     options = workload.request_options()
     # the paid call succeeds, then the worker dies before the ledger hears of it
     created = adapter.submit(
-        [adapter.build_request(f"r{r.id}-a1", workload.prompt_for(r.input), options) for r in records],
+        RequestFile.of(adapter.build_request(f"r{r.id}-a1", workload.prompt_for(r.input), options) for r in records),
         tokens[0],
         model=workload.spec.provider.model,
         labels={},

@@ -61,6 +61,26 @@ def test_intake_accounts_for_every_row(ledger):
         assert conn.scalar(select(func.count()).select_from(t.audit)) == 4
 
 
+def test_a_row_repeated_in_a_later_chunk_takes_the_record_over(ledger, monkeypatch):
+    """The intake streams chunks; an id repeated across them ends as within one: one record with
+    the last row's content, and one intake row per row read (the earlier one the duplicate)."""
+    monkeypatch.setattr("batch_ai.ledger.intake.STEP", 2)
+    data = rows("A", "B", "C", "A", "B", "D")
+    data[4].content_hash, data[4].data = "hash-B-2", {"ticket_id": "B", "body": "edited"}
+    ledger.start_run("tickets", "run1")
+    ledger.set_extracted("tickets", "run1", len(data))
+    outcome = ledger.intake(KEY, "openai", "run1", data, actor="test")
+    assert outcome["new"] == 4 and outcome["duplicate"] == 2 and outcome["requeued"] == 1
+    assert states(ledger) == {"A": "queued", "B": "queued", "C": "queued", "D": "queued"}
+    assert ledger.record(record_ids(ledger)["B"]).input == {"ticket_id": "B", "body": "edited"}
+    with ledger.engine.connect() as conn:
+        ic = t.intake.c
+        got = dict(conn.execute(select(ic.row_number, ic.disposition).order_by(ic.row_number)).all())
+    assert got == {1: "duplicate", 2: "duplicate", 3: "record", 4: "record", 5: "record", 6: "record"}
+    acc = ledger.run_accounting("tickets", "run1")
+    assert acc["lost"] == 0 and acc["states"]["duplicate"] == 2 and acc["states"]["queued"] == 4
+
+
 def test_lost_counts_rows_that_reached_no_state(ledger):
     ledger.start_run("tickets", "run1")
     ledger.set_extracted("tickets", "run1", 3)  # the reader saw three rows ...

@@ -220,8 +220,6 @@ def test_backfill_reruns_selected_states_and_invalid_outputs_only_with_a_new_ver
 
 def test_concurrent_runs_plan_each_record_once(ledger_url):
     """Two runs planning the same queued records at once (PostgreSQL row locks; SQLite serializes)."""
-    from batch_ai.ledger.jobs import Plan
-
     ledger = Ledger.connect(ledger_url)
     take_in(ledger, *[f"T{i}" for i in range(300)])
     barrier = threading.Barrier(2)
@@ -230,12 +228,18 @@ def test_concurrent_runs_plan_each_record_once(ledger_url):
     def plan(run_id):
         own = Ledger.connect(ledger_url)
 
-        def make_jobs(records):
-            barrier.wait(timeout=30) if ledger.is_postgres else None
-            planned[run_id] = [r.id for r in records]
-            return Plan([(f"job-{run_id}", planned[run_id])] if records else [])
+        class OneJob:  # takes every record it is given into one job
+            def take(self, records):
+                planned.setdefault(run_id, []).extend(r.id for r in records)
+                return [], []
 
-        own.plan_jobs(KEY, "openai", run_id, make_jobs)
+            def finish(self):
+                # both runs hold their claims here at once (PostgreSQL); SQLite runs them one after the other
+                barrier.wait(timeout=30) if ledger.is_postgres else None
+                return [(f"job-{run_id}", planned[run_id])] if planned.get(run_id) else []
+
+        planned[run_id] = []
+        own.plan_jobs(KEY, "openai", run_id, OneJob())
         own.dispose()
 
     threads = [threading.Thread(target=plan, args=(r,)) for r in ("nightly", "backfill")]

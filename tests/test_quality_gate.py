@@ -23,13 +23,13 @@ def frame(*rows):
 
 
 def test_clean_outputs_pass():
-    verdict = run_gate(W, frame(GOOD, {**GOOD, "ticket_id": "T-2"}), [True] * 9 + [False])
+    verdict = run_gate(W, frame(GOOD, {**GOOD, "ticket_id": "T-2"}), 9, 1)
     assert verdict.success and verdict.checks and not verdict.failures()
 
 
 def test_each_failed_expectation_is_named_with_numbers():
     outputs = frame(GOOD, dict(GOOD), {**GOOD, "ticket_id": "T-3", "category": "legal", "summary": "<b>x</b>"})
-    verdict = run_gate(W, outputs, [True] * 7 + [False] * 3)
+    verdict = run_gate(W, outputs, 7, 3)
     failed = {(c["expectation"], c["column"]): c for c in verdict.failures()}
     assert failed[("expect_column_values_to_be_unique", "ticket_id")]["unexpected_count"] == 2
     assert failed[("expect_column_values_to_be_in_set", "category")]["examples"] == ["legal"]
@@ -40,4 +40,4 @@ def test_each_failed_expectation_is_named_with_numbers():
 
 
 def test_invalid_rate_at_the_threshold_passes():
-    assert run_gate(W, frame(GOOD), [True] * 8 + [False] * 2).success
+    assert run_gate(W, frame(GOOD), 8, 2).success

@@ -129,11 +129,11 @@ def test_the_gate_uses_the_same_check_over_nested_fields(tickets):
         {**GOOD, "ticket_id": "T-3", "summary": "Done <svg/onload=alert(1)"},
     ]
     frame = pd.DataFrame(rows, columns=["ticket_id", *tickets.spec.sink.columns])
-    verdict = run_gate(tickets, frame, [True] * 3)
+    verdict = run_gate(tickets, frame, 3, 0)
     failed = {c["column"]: c for c in verdict.failures()}
     assert set(failed) == {"unsafe_content"} and failed["unsafe_content"]["unexpected_count"] == 2
     assert any("markdown image" in e for e in failed["unsafe_content"]["examples"])
-    assert run_gate(tickets, frame.iloc[:1], [True]).success
+    assert run_gate(tickets, frame.iloc[:1], 1, 0).success
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ def run_chain(name: str, spec, target: str | None = None):
     )
     gate = QualityGateOperator(task_id="quality_gate", trigger_rule="none_failed", **kw)
     # downstream DAGs (a dashboard refresh) can be scheduled on this asset
-    published = Asset(name=f"{spec.name}.{spec.sink.name}", uri=f"batch-ai://{spec.name}/{spec.sink.name}")
+    published = Asset(name=f"{spec.name}.{spec.sink.name}", uri=f"x-batch-ai://{spec.name}/{spec.sink.name}")
     publish = PublishOperator(task_id="publish", trigger_rule="none_failed", outlets=[published], **kw)
     report = ReportOperator(task_id="report", trigger_rule="none_failed", **kw)
     last >> review >> gate

@@ -47,9 +47,7 @@ def build_report(
         "held": details.get("held"),
         "deadline": details.get("deadline"),
         "budget_usd": workload.spec.budget.max_batch_usd,
-        "quality_gate": {k: v for k, v in details["gate"].items() if k != "record_ids"}
-        if details.get("gate")
-        else None,
+        "quality_gate": details["gate"] if details.get("gate") else None,
         "tokens": {"input": sum(j.input_tokens or 0 for j in jobs), "output": sum(j.output_tokens or 0 for j in jobs)},
         "cost": _costs(workload, jobs, sample),
     }

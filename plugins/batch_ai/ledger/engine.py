@@ -59,9 +59,13 @@ def ledger_url() -> URL:
 
 
 def make_engine(url: URL | str) -> Engine:
+    from batch_ai import jsonio
+
     url = make_url(url)
+    # JSON columns through orjson (the ledger's hot paths read and write one per record)
+    json_io = {"json_serializer": jsonio.dumps_text, "json_deserializer": jsonio.loads}
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, **json_io)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -78,4 +82,11 @@ def make_engine(url: URL | str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # executemany of an UPDATE as pages of statements (psycopg2's execute_batch), not one round trip a row
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        executemany_mode="values_plus_batch",
+        executemany_batch_page_size=500,
+        **json_io,
+    )

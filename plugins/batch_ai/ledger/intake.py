@@ -1,26 +1,38 @@
 """Intake: every source row of a run accounted for, and the records they make upserted.
 
-One pass of :meth:`IntakeMixin.intake` runs in four steps, each a method of :class:`_Pass`:
-**lookup** the records the rows' ids already have, **insert** the new ones (queued, or dead
-letters), **requeue** the existing ones whose content changed or that a backfill selects, and
-**account** for every row read (a record, or a duplicate of a later row).
+An intake streams: rows come in chunks (:data:`~batch_ai.ledger.bulk.STEP` at a time) inside one
+transaction, so a night of a million rows holds one chunk in memory and commits all or nothing.
+Each chunk goes through four steps, each a method of :class:`_Pass`: **lookup** the records the
+rows' ids already have, **insert** the new ones (queued, or dead letters), **requeue** the
+existing ones whose content changed or that a backfill selects, and **account** for every row
+read (a record, or a duplicate of a later row). Within a read the last row of an id wins: a
+row repeated in a later chunk takes the record over from the earlier one, whose intake row
+becomes the duplicate.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from batch_ai.ledger import tables as t
-from batch_ai.ledger.common import Change, IntakeRow, RecordKey, chunks, utcnow
+from batch_ai.ledger.bulk import STEP, in_set
+from batch_ai.ledger.common import Change, IntakeRow, RecordKey, utcnow
 from batch_ai.ledger.states import REQUEUE_ON_CHANGE, State
 
 log = logging.getLogger(__name__)
+
+
+def batched(rows: Iterable[IntakeRow], size: int | None = None) -> Iterator[list[IntakeRow]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size or STEP)):
+        yield chunk
 
 
 class IntakeMixin:
@@ -31,14 +43,15 @@ class IntakeMixin:
         key: RecordKey,
         provider: str,
         run_id: str,
-        rows: Sequence[IntakeRow],
+        rows: Iterable[IntakeRow],
         *,
         actor: str,
         rerun: Iterable[State] = (),
         conn: Connection | None = None,
         version_override: bool = False,
     ) -> Counter:
-        """Account for every source row of a run and upsert the records they make.
+        """Account for every source row of a run and upsert the records they make. ``rows`` may
+        be a generator: it is read a chunk at a time.
 
         Returns how the rows were disposed of: ``new``, ``requeued``, ``unchanged``,
         ``changed_in_flight``, ``duplicate`` and ``dead_letter`` (the latter also counted
@@ -53,21 +66,29 @@ class IntakeMixin:
         rerun_states = frozenset(map(State, rerun)) & REQUEUE_ON_CHANGE
         if conn is None:
             with self.engine.begin() as own:
-                return _Pass(self, own, key, provider, run_id, actor, rerun_states, version_override).run(rows)
-        return _Pass(self, conn, key, provider, run_id, actor, rerun_states, version_override).run(rows)
+                return self.intake(
+                    key, provider, run_id, rows, actor=actor, rerun=rerun, conn=own, version_override=version_override
+                )
+        step = _Pass(self, conn, key, provider, run_id, actor, rerun_states, version_override)
+        step.begin()
+        for chunk in batched(rows):
+            step.add(chunk)
+        return step.outcome
 
     def preview_intake(
         self,
         key: RecordKey,
         provider: str,
         run_id: str,
-        rows: Sequence[IntakeRow],
+        rows: Iterable[IntakeRow],
+        consume: Callable[[Iterable[Any]], Any],
         *,
         rerun: Iterable[State] = (),
         version_override: bool = False,
-    ) -> tuple[Counter, list[Any]]:
-        """What an intake would do, and the records it would leave queued, changing nothing (the
-        transaction is rolled back): a dry run."""
+    ) -> tuple[Counter, Any]:
+        """What an intake would do, changing nothing (the transaction is rolled back): a dry run.
+        ``consume`` is given the records it would leave queued (id, input, attempts), streamed,
+        and what it returns is returned beside the outcome."""
         with self.engine.connect() as conn:
             tx = conn.begin()
             try:
@@ -81,7 +102,7 @@ class IntakeMixin:
                     conn=conn,
                     version_override=version_override,
                 )
-                return outcome, self.queued(conn, key)
+                return outcome, consume(self.queued(conn, key))
             finally:
                 tx.rollback()
 
@@ -105,12 +126,23 @@ class _Pass:
         self.now = utcnow()
         self.outcome: Counter = Counter()
 
-    def run(self, rows: Sequence[IntakeRow]) -> Counter:
+    def begin(self) -> None:
+        """A re-run of the same extract task replaces its own accounting."""
+        ic = t.intake.c
+        self.conn.execute(t.intake.delete().where(ic.workload == self.key.workload, ic.run_id == self.run_id))
+
+    def add(self, chunk: Sequence[IntakeRow]) -> None:
+        """Take in one chunk of rows."""
         # within one read, the last row for an id wins (daily exports append newer versions)
-        last_row: dict[str, IntakeRow] = {row.source_id: row for row in rows}
-        winners = list(last_row.values())
+        last_row: dict[str, IntakeRow] = {row.source_id: row for row in chunk}
+        earlier = self.taken_earlier(list(last_row))
+        existing = self.lookup(list(last_row), self.key.where())
+        # a row repeating one of an earlier chunk with the same content changes nothing
+        repeats = {
+            sid for sid in earlier if sid in existing and existing[sid].content_hash == last_row[sid].content_hash
+        }
+        winners = [r for sid, r in last_row.items() if sid not in repeats]
         rc = t.records.c
-        existing = self.lookup([r.source_id for r in winners], self.key.where())
         # a backfill finds the records of other prompt/schema versions of the same model
         others = {}
         if self.rerun or self.version_override:
@@ -121,38 +153,68 @@ class _Pass:
         raced = [r.source_id for r in new_rows if r.source_id not in inserted]
         if raced:  # a concurrent run (a backfill beside the nightly) inserted these first
             existing.update(self.lookup(raced, self.key.where()))
-        self.outcome["new"] = len(inserted)
-        self.outcome["dead_letter"] = sum(1 for r in winners if r.malformed)
+        self.outcome["new"] += len(inserted)
+        self.outcome["dead_letter"] += sum(1 for r in winners if r.malformed and r.source_id not in earlier)
         self.requeue(winners, existing, others)
         ids = {**inserted, **{sid: r.id for sid, r in existing.items()}, **{sid: r.id for sid, r in others.items()}}
-        self.account(rows, last_row, ids)
-        return self.outcome
+        self.supersede(earlier, last_row)
+        self.account(chunk, last_row, ids)
+
+    def taken_earlier(self, source_ids: list[str]) -> dict[str, int]:
+        """The row numbers of the rows of these ids an earlier chunk of this read took in."""
+        ic = t.intake.c
+        q = select(ic.source_id, ic.row_number).where(
+            ic.workload == self.key.workload,
+            ic.run_id == self.run_id,
+            ic.disposition == "record",
+            in_set(self.conn, ic.source_id, source_ids),
+        )
+        return dict(self.conn.execute(q).all())
+
+    def supersede(self, earlier: dict[str, int], last_row: dict[str, IntakeRow]) -> None:
+        """An earlier chunk's row of an id a later row repeats becomes the duplicate."""
+        if not earlier:
+            return
+        ic = t.intake.c
+        stmt = (
+            update(t.intake)
+            .where(ic.workload == self.key.workload, ic.run_id == self.run_id, ic.row_number == bindparam("p_row"))
+            .values(disposition="duplicate", reason=bindparam("p_reason"))
+        )
+        self.conn.execute(
+            stmt,
+            [
+                {"p_row": number, "p_reason": f"repeated by row {last_row[sid].row_number}"}
+                for sid, number in earlier.items()
+            ],
+        )
+        self.outcome["duplicate"] += len(earlier)
 
     def lookup(self, source_ids, where) -> dict[str, Any]:
         """The records of these source ids (under ``where``); the newest of a source id wins."""
+        if not source_ids:
+            return {}
         rc = t.records.c
-        found: dict[str, Any] = {}
-        for chunk in chunks(list(source_ids)):
-            q = (
-                select(rc.id, rc.source_id, rc.state, rc.content_hash)
-                .where(where, rc.source_id.in_(chunk))
-                .order_by(rc.id)
-            )
-            if self.ledger.is_postgres:
-                q = q.with_for_update()
-            found.update({r.source_id: r for r in self.conn.execute(q)})
-        return found
+        q = (
+            select(rc.id, rc.source_id, rc.state, rc.content_hash)
+            .where(where, in_set(self.conn, rc.source_id, source_ids))
+            .order_by(rc.id)
+        )
+        if self.ledger.is_postgres:
+            q = q.with_for_update()
+        return {r.source_id: r for r in self.conn.execute(q)}
 
     def insert(self, new_rows: Sequence[IntakeRow]) -> dict[str, int]:
         """Insert the records new rows make, with their first audit row; returns their ids."""
         rc = t.records.c
         dialect_insert = postgresql.insert if self.ledger.is_postgres else sqlite.insert
         key_columns = ["workload", "source_id", "prompt_version", "model", "schema_version"]
-        inserted: dict[str, int] = {}
-        for part in chunks(new_rows):
-            stmt = dialect_insert(t.records).values([self._new_record(r) for r in part])
-            stmt = stmt.on_conflict_do_nothing(index_elements=key_columns)
-            inserted.update({r.source_id: r.id for r in self.conn.execute(stmt.returning(rc.id, rc.source_id))})
+        if not new_rows:
+            return {}
+        # one statement compiled once, its rows sent in pages (SQLAlchemy's insertmanyvalues)
+        stmt = dialect_insert(t.records).on_conflict_do_nothing(index_elements=key_columns)
+        result = self.conn.execute(stmt.returning(rc.id, rc.source_id), [self._new_record(r) for r in new_rows])
+        inserted: dict[str, int] = {r.source_id: r.id for r in result}
         audit = [
             {
                 "record_id": inserted[r.source_id],
@@ -167,8 +229,8 @@ class _Pass:
             for r in new_rows
             if r.source_id in inserted
         ]
-        for part in chunks(audit):
-            self.conn.execute(insert(t.audit), list(part))
+        if audit:
+            self.conn.execute(insert(t.audit), audit)
         return inserted
 
     @staticmethod
@@ -278,10 +340,10 @@ class _Pass:
             self._fresh(r, prompt_version=k.prompt_version, schema_version=k.schema_version),
         )
 
-    def account(self, rows: Sequence[IntakeRow], last_row: dict[str, IntakeRow], ids: dict[str, int]) -> None:
+    def account(self, chunk: Sequence[IntakeRow], last_row: dict[str, IntakeRow], ids: dict[str, int]) -> None:
         """One intake row per source row read: the record it made, or the later row it repeats."""
         intake_rows = []
-        for row in rows:
+        for row in chunk:
             later = last_row[row.source_id]
             if later is row:
                 disposition, reason = "record", row.malformed
@@ -301,8 +363,4 @@ class _Pass:
                     "reason": reason,
                 }
             )
-        # a re-run of the same extract task replaces its own accounting
-        ic = t.intake.c
-        self.conn.execute(t.intake.delete().where(ic.workload == self.key.workload, ic.run_id == self.run_id))
-        for part in chunks(intake_rows):
-            self.conn.execute(insert(t.intake), list(part))
+        self.conn.execute(insert(t.intake), intake_rows)

@@ -8,24 +8,33 @@ so a process that dies between any two statements leaves a ledger the next run c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, cast, func, insert, literal, or_, select, update
 
 from batch_ai.ledger import tables as t
+from batch_ai.ledger.bulk import STEP, in_set
 from batch_ai.ledger.common import Change, chunks, utcnow
 from batch_ai.ledger.states import JobState, State
 
 
-@dataclass
-class Plan:
-    """What ``make_jobs`` decides for the records a plan claimed: jobs (token, record ids) and
-    records no job can take as they are (to review, with the reason)."""
+class Planner(Protocol):
+    """What groups the records a plan claims into jobs, a page at a time (see :mod:`batch_ai.stages.plan`)."""
 
-    jobs: list[tuple[str, list[int]]] = field(default_factory=list)
-    unsendable: list[Change] = field(default_factory=list)  # to review_required
+    def take(self, records: list[Any]) -> tuple[list[tuple[str, list[int]]], list[Change]]:
+        """Jobs (token, record ids) complete after these records, and the changes sending records
+        no job can take as they are to review."""
+
+    def finish(self) -> list[tuple[str, list[int]]]:
+        """The jobs still open once every record was taken."""
+
+
+def next_custom_id():
+    """A record's custom id for its next attempt, in SQL: as :func:`batch_ai.stages.submit.custom_id`."""
+    rc = t.records.c
+    return literal("r") + cast(rc.id, String) + literal("-a") + cast(rc.attempts + 1, String)
 
 
 @dataclass(frozen=True)
@@ -46,13 +55,14 @@ class JobsMixin:
         key,
         provider: str,
         run_id: str,
-        make_jobs: Callable[[list[Any]], Plan],
+        planner: Planner,
         *,
         limit: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> list[tuple[str, int]]:
-        """Claim the queued records no live job holds, and write the jobs ``make_jobs`` groups
-        them into (``planned``), before any paid call. Returns (token, size) pairs.
+        """Claim the queued records no live job holds, a page at a time, and write the jobs the
+        ``planner`` groups them into (``planned``), before any paid call, in one transaction.
+        Returns (token, size) pairs.
 
         On PostgreSQL the claim locks the rows and skips those another run is claiming, so a
         nightly run and a backfill over the same records never plan (and pay for) one twice.
@@ -60,53 +70,67 @@ class JobsMixin:
         once the provider has been asked for that job. ``limit`` caps the records this run
         submits, retries of its own records not counted.
         """
+        rc = t.records.c
+        planned: list[tuple[str, int]] = []
         with self.engine.begin() as conn:
-            plan = make_jobs(self._claim(conn, key, run_id, limit))
-            self.apply(conn, plan.unsendable, actor="batch_ai", run_id=run_id)
             now = utcnow()
-            planned = []
-            for token, record_ids in plan.jobs:
-                job_id = self._insert_job(
-                    conn,
-                    token=token,
-                    workload=key.workload,
-                    run_id=run_id,
-                    provider=provider,
-                    model=key.model,
-                    record_count=len(record_ids),
-                    created_at=now,
-                    details=details,
-                )
-                for chunk in chunks(list(record_ids)):
-                    conn.execute(
-                        update(t.records)
-                        .where(t.records.c.id.in_(chunk), t.records.c.state == State.QUEUED)
-                        .values(job_id=job_id)
+
+            def write(jobs: list[tuple[str, list[int]]]) -> None:
+                for token, record_ids in jobs:
+                    job_id = self._insert_job(
+                        conn,
+                        token=token,
+                        workload=key.workload,
+                        run_id=run_id,
+                        provider=provider,
+                        model=key.model,
+                        record_count=len(record_ids),
+                        created_at=now,
+                        details=details,
                     )
-                planned.append((token, len(record_ids)))
+                    mine = and_(in_set(conn, rc.id, record_ids), rc.state == State.QUEUED)
+                    conn.execute(update(t.records).where(mine).values(job_id=job_id))
+                    planned.append((token, len(record_ids)))
+
+            for page in self._claim(conn, key, run_id, limit):
+                jobs, unsendable = planner.take(page)
+                self.apply(conn, unsendable, actor="batch_ai", run_id=run_id)
+                write(jobs)
+            write(planner.finish())
         return planned
 
-    def _claim(self, conn, key, run_id: str, limit: int | None) -> list[Any]:
-        """The queued records no planned job holds, locked (PostgreSQL), at most ``limit`` new ones."""
+    def _claim(self, conn, key, run_id: str, limit: int | None) -> Iterator[list[Any]]:
+        """Pages of the queued records no planned job holds, locked (PostgreSQL), in id order; at
+        most ``limit`` new ones."""
         rc, jc, ac = t.records.c, t.jobs.c, t.audit.c
         taken = select(jc.id).where(jc.status == JobState.PLANNED)
-        q = (
+        free = (
             select(rc.id, rc.source_id, rc.input, rc.attempts)
             .where(key.where(), rc.state == State.QUEUED)
             .where(or_(rc.job_id.is_(None), rc.job_id.not_in(taken)))
             .order_by(rc.id)
+            .limit(STEP)
         )
-        if self.is_postgres:
-            q = q.with_for_update(skip_locked=True, of=t.records)
-        records = list(conn.execute(q))
-        if limit is None:
-            return records
-        sent = select(ac.record_id).distinct().where(ac.run_id == run_id, ac.to_state == State.SUBMITTED)
-        in_run = set(conn.scalars(sent))
-        room = max(0, limit - len(in_run))
-        retries = [r for r in records if r.id in in_run]
-        others = [r for r in records if r.id not in in_run][:room]
-        return sorted(retries + others, key=lambda r: r.id)
+        in_run, room = None, 0
+        if limit is not None:
+            sent = select(ac.record_id).distinct().where(ac.run_id == run_id, ac.to_state == State.SUBMITTED)
+            in_run = set(conn.scalars(sent))
+            room = max(0, limit - len(in_run))
+        last = 0
+        while True:
+            q = free.where(rc.id > last)
+            if self.is_postgres:
+                q = q.with_for_update(skip_locked=True, of=t.records)
+            page = list(conn.execute(q))
+            if not page:
+                return
+            last = page[-1].id
+            if in_run is not None:
+                kept = [r for r in page if r.id in in_run]
+                fresh = [r for r in page if r.id not in in_run][:room]
+                room -= len(fresh)
+                page = sorted(kept + fresh, key=lambda r: r.id)
+            yield page
 
     @staticmethod
     def _insert_job(conn, **values) -> int:
@@ -139,6 +163,38 @@ class JobsMixin:
             q = q.where(rc.state == state)
         with self.engine.connect() as conn:
             return list(conn.execute(q.order_by(rc.id)))
+
+    def iter_job_records(self, job_id: int, state: State) -> Iterator[Any]:
+        """A job's records in a state (id, input, attempts, custom_id), streamed in id order."""
+        rc = t.records.c
+        q = (
+            select(rc.id, rc.input, rc.attempts, rc.custom_id)
+            .where(rc.job_id == job_id, rc.state == state)
+            .order_by(rc.id)
+        )
+        with self.engine.connect() as conn:
+            yield from conn.execution_options(yield_per=STEP).execute(q)
+
+    def job_pages(self, job_id: int, state: State) -> Iterator[list[Any]]:
+        """A job's records in a state (id, custom_id), a page at a time in id order; each page read
+        in its own transaction (the caller may move the records of one before it asks for the next)."""
+        rc = t.records.c
+        q = select(rc.id, rc.custom_id).where(rc.job_id == job_id, rc.state == state).order_by(rc.id).limit(STEP)
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                page = list(conn.execute(q.where(rc.id > last)))
+            if not page:
+                return
+            last = page[-1].id
+            yield page
+
+    def job_attempts(self, job_id: int, state: State) -> list[Any]:
+        """(id, attempts, custom_id) of a job's records in a state: what their custom ids are made of."""
+        rc = t.records.c
+        q = select(rc.id, rc.attempts, rc.custom_id).where(rc.job_id == job_id, rc.state == state).order_by(rc.id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
 
     def run_tokens(self, workload: str, run_id: str) -> list[str]:
         """Tokens of the top-level jobs the run planned, in order."""
@@ -180,54 +236,57 @@ class JobsMixin:
         job_id: int,
         provider_job_id: str,
         details: dict,
-        custom_ids: dict[int, str],
         run_id: str,
         actor: str,
         *,
         reason: str | None = None,
-    ) -> None:
-        """Record the provider's job id and move the job's queued records to ``submitted``.
+    ) -> int:
+        """Record the provider's job id and move the job's queued records to ``submitted``, each
+        under the custom id it was sent with (:func:`batch_ai.stages.submit.custom_ids_for`), in
+        set-based statements. Returns how many moved.
 
         A record's attempt is its custom id: one sent again under the custom id it already has
         (in a smaller job split from one the provider refused) keeps its attempt count."""
         now = utcnow()
-        rc = t.records.c
+        rc, jc = t.records.c, t.jobs.c
         with self.engine.begin() as conn:
-            planned = conn.scalar(select(t.jobs.c.details).where(t.jobs.c.id == job_id)) or {}
+            job = conn.execute(select(jc.details, jc.parent_id).where(jc.id == job_id)).one()
             conn.execute(
                 update(t.jobs)
-                .where(t.jobs.c.id == job_id)
+                .where(jc.id == job_id)
                 .values(
                     provider_job_id=provider_job_id,
                     status=JobState.SUBMITTED,
                     submitted_at=now,
-                    details={**planned, **details},
+                    details={**(job.details or {}), **details},
                 )
             )
-            current = {}
-            for part in chunks(list(custom_ids)):
-                current.update(
-                    {r.id: r for r in conn.execute(select(rc.id, rc.attempts, rc.custom_id).where(rc.id.in_(part)))}
-                )
-            self.apply(
-                conn,
-                [
-                    Change(
-                        rid,
-                        State.SUBMITTED,
-                        reason or f"in provider job {provider_job_id}",
-                        {
-                            "custom_id": cid,
-                            "submitted_at": now,
-                            "attempts": current[rid].attempts + (0 if current[rid].custom_id == cid else 1),
-                        },
-                    )
-                    for rid, cid in custom_ids.items()
-                ],
-                actor=actor,
-                run_id=run_id,
-                job_id=job_id,
-            )
+            moving = and_(rc.job_id == job_id, rc.state == State.QUEUED)
+            if self.is_postgres:
+                conn.execute(select(rc.id).where(moving).with_for_update())
+            if job.parent_id is None:
+                sent_as, attempt = next_custom_id(), rc.attempts + 1
+            else:  # split from a refused job: the custom id it had
+                sent_as = func.coalesce(rc.custom_id, next_custom_id())
+                attempt = rc.attempts + case((rc.custom_id.is_(None), 1), else_=0)
+            ac = t.audit.c
+            audit = select(
+                rc.id,
+                rc.state,
+                literal(str(State.SUBMITTED)),
+                bindparam(None, now, type_=ac.at.type),
+                literal(actor),
+                literal(run_id),
+                literal(job_id),
+                attempt,
+                literal(reason or f"in provider job {provider_job_id}"),
+            ).where(moving)
+            columns = ["record_id", "from_state", "to_state", "at", "actor", "run_id", "job_id", "attempt", "reason"]
+            conn.execute(insert(t.audit).from_select(columns, audit))
+            values = {"state": State.SUBMITTED, "custom_id": sent_as, "attempts": attempt}
+            return conn.execute(
+                update(t.records).where(moving).values(**values, submitted_at=now, updated_at=now)
+            ).rowcount
 
     def record_results(
         self, job_id: int, changes: Sequence[Any], usage: dict[int, LineUsage], *, actor: str, run_id: str

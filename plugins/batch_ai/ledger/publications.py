@@ -60,16 +60,16 @@ class PublicationsMixin:
 
     @contextlib.contextmanager
     def publication(
-        self, key: RecordKey, run_id: str, target_for: Callable[[list[int]], str], only: Sequence[int] | None = None
+        self, key: RecordKey, run_id: str, target_for: Callable[[list[int]], str], gated_by: str | None = None
     ) -> Iterator[tuple[Any, list[Any]]]:
-        """Write down a publication of the key's ready records (``only``: those the gate
-        checked; none that another publication holds) and hold its claim for the ``with`` block:
+        """Write down a publication of the key's ready records (``gated_by``: those the gate of
+        that run checked; none that another publication holds) and hold its claim for the ``with`` block:
         yields the publication (``None`` when nothing is ready) and its records. Its target is
         ``target_for(record ids)``."""
         with contextlib.ExitStack() as stack:
             with self.engine.begin() as conn:
                 held = self.held_by_open_publications(conn, key.workload)
-                records = [r for r in self.lock_ready(conn, key, only) if r.id not in held]
+                records = [r for page in self.ready_to_publish(conn, key, gated_by) for r in page if r.id not in held]
                 if records:
                     ids = [r.id for r in records]
                     publication_id = self.begin_publication(conn, key.workload, run_id, target_for(ids), ids)

@@ -8,13 +8,14 @@ records and their audit rows in bulk statements.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from batch_ai.errors import IllegalTransition
 from batch_ai.ledger import tables as t
+from batch_ai.ledger.bulk import STEP, in_set
 from batch_ai.ledger.common import Change, RecordKey, chunks, utcnow
 from batch_ai.ledger.states import State, check_transitions
 
@@ -87,8 +88,8 @@ class RecordsMixin:
             raise ValueError(f"records changed twice in one operation: {dupes[:10]}")
         rc = t.records.c
         current: dict[int, Any] = {}
-        for chunk in chunks(ids):
-            q = select(rc.id, rc.state, rc.attempts, rc.job_id).where(rc.id.in_(chunk))
+        for chunk in chunks(ids, STEP):
+            q = select(rc.id, rc.state, rc.attempts, rc.job_id).where(in_set(conn, rc.id, chunk))
             if self.is_postgres:
                 q = q.with_for_update()
             current.update({row.id: row for row in conn.execute(q)})
@@ -105,6 +106,8 @@ class RecordsMixin:
             values = c.values
             if c.to == State.QUEUED and "job_id" not in values:
                 values = {**values, "job_id": None}  # queued again: free for any job to take
+            if "gated_run_id" not in values:
+                values = {**values, "gated_run_id": None}  # what a gate checked was the record before
             params = {f"p_{k}": v for k, v in values.items()}
             params.update(p_id=c.record_id, p_state=str(c.to))
             by_columns.setdefault(tuple(sorted(values)), []).append(params)
@@ -141,23 +144,64 @@ class RecordsMixin:
         with self.engine.connect() as conn:
             return list(conn.execute(select(t.records).where(key.where(), t.records.c.state == state)))
 
-    def lock_ready(self, conn: Connection, key: RecordKey, only: Sequence[int] | None = None) -> list[Any]:
-        """The ``completed`` records of a key (of ``only``, the ones the quality gate checked,
-        when given), for a publish inside ``conn``'s transaction. On PostgreSQL they are locked,
-        skipping those a concurrent publish holds."""
+    def ready_pages(self, key: RecordKey, size: int) -> Iterator[list[Any]]:
+        """The key's ``completed`` records (id, source id, output), ``size`` at a time in id order."""
+        rc = t.records.c
+        q = (
+            select(rc.id, rc.source_id, rc.output)
+            .where(key.where(), rc.state == State.COMPLETED)
+            .order_by(rc.id)
+            .limit(size)
+        )
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                page = list(conn.execute(q.where(rc.id > last)))
+            if not page:
+                return
+            last = page[-1].id
+            yield page
+
+    def mark_gated(self, ids: Sequence[int], run_id: str) -> None:
+        """These records (still ``completed``) are what the run's quality gate checked."""
+        rc = t.records.c
+        with self.engine.begin() as conn:
+            mine = and_(in_set(conn, rc.id, ids), rc.state == State.COMPLETED)
+            conn.execute(update(t.records).where(mine).values(gated_run_id=run_id))
+
+    def ready_to_publish(self, conn: Connection, key: RecordKey, gated_by: str | None) -> Iterator[list[Any]]:
+        """Pages of the key's ``completed`` records (of those the quality gate of run ``gated_by``
+        checked, when given) for a publish inside ``conn``'s transaction, in id order. On
+        PostgreSQL they are locked, skipping those a concurrent publish holds."""
         rc = t.records.c
         q = (
             select(rc.id, rc.source_id, rc.output, rc.source_date)
             .where(key.where(), rc.state == State.COMPLETED)
             .order_by(rc.id)
+            .limit(STEP)
         )
-        if self.is_postgres:
-            q = q.with_for_update(skip_locked=True)
-        rows = list(conn.execute(q))
-        if only is None:
-            return rows
-        wanted = set(only)
-        return [r for r in rows if r.id in wanted]
+        if gated_by is not None:
+            q = q.where(rc.gated_run_id == gated_by)
+        last = 0
+        while True:
+            page_q = q.where(rc.id > last)
+            if self.is_postgres:
+                page_q = page_q.with_for_update(skip_locked=True)
+            page = list(conn.execute(page_q))
+            if not page:
+                return
+            last = page[-1].id
+            yield page
+
+    def records_by_id(self, ids: Sequence[int]) -> dict[int, Any]:
+        """What collecting a result needs of its record (id, source id, input, attempts, custom id,
+        state, job, cost so far), by id; one statement however many."""
+        if not ids:
+            return {}
+        rc = t.records.c
+        q = select(rc.id, rc.source_id, rc.input, rc.attempts, rc.custom_id, rc.state, rc.job_id, rc.cost_usd)
+        with self.engine.connect() as conn:
+            return {r.id: r for r in conn.execute(q.where(in_set(conn, rc.id, ids)))}
 
     def record(self, record_id: int) -> Any:
         with self.engine.connect() as conn:
@@ -211,8 +255,8 @@ class RecordsMixin:
             value = conn.scalar(select(func.avg(rc.output_tokens)).where(rc.workload == workload, rc.output_tokens > 0))
         return float(value) if value is not None else None
 
-    def queued(self, conn: Connection, key: RecordKey) -> list[Any]:
-        """The key's queued records (id, input, attempts) inside ``conn``'s transaction."""
+    def queued(self, conn: Connection, key: RecordKey) -> Iterator[Any]:
+        """The key's queued records (id, input, attempts) inside ``conn``'s transaction, streamed."""
         rc = t.records.c
         q = select(rc.id, rc.input, rc.attempts).where(key.where(), rc.state == State.QUEUED).order_by(rc.id)
-        return list(conn.execute(q))
+        return iter(conn.execution_options(yield_per=STEP).execute(q))

@@ -27,6 +27,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
     or_,
     select,
     update,
@@ -34,13 +39,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from batch_ai.ledger import tables as t
-from batch_ai.ledger.common import Change, RecordKey, chunks, utcnow
+from batch_ai.ledger.bulk import in_set
+from batch_ai.ledger.common import RecordKey, utcnow
 from batch_ai.ledger.states import State
 
 _TYPES = {"string": Text, "integer": BigInteger, "number": Float, "boolean": Boolean}
 PENDING, PUBLISHED, REJECTED = "pending", "published", "rejected"
-#: rows per multi-row insert or upsert statement
-ROWS_PER_STATEMENT = 500
 
 
 def sink_table(name: str, key: str, columns: list[str], output_schema: dict[str, Any]) -> Table:
@@ -83,40 +87,24 @@ class SinksMixin:
         return table
 
     def mark_pending(self, key: RecordKey, sink, output_schema: dict[str, Any]) -> int:
-        """Add a ``pending`` row for each queued record that has no row yet; returns how many."""
+        """Add a ``pending`` row for each queued record that has no row yet (one set-based
+        statement); returns how many."""
         table = self.sink_table(sink, output_schema)
         rc = t.records.c
-        added = 0
+        queued = select(
+            rc.source_id,
+            literal(PENDING),
+            rc.source_date,
+            rc.id,
+            literal(key.prompt_version),
+            literal(key.schema_version),
+            literal(key.model),
+            func.coalesce(rc.last_run_id, ""),
+        ).where(key.where(), rc.state == State.QUEUED)
+        columns = [sink.key, "publish_status", "source_date", "record_id", "prompt_version", "schema_version"]
         with self.engine.begin() as conn:
-            queued = list(
-                conn.execute(
-                    select(rc.id, rc.source_id, rc.source_date, rc.last_run_id).where(
-                        key.where(), rc.state == State.QUEUED
-                    )
-                )
-            )
-            for part in chunks(queued, ROWS_PER_STATEMENT):
-                stmt = (
-                    _insert(conn, table)
-                    .values(
-                        [
-                            {
-                                sink.key: r.source_id,
-                                "publish_status": PENDING,
-                                "source_date": r.source_date,
-                                "record_id": r.id,
-                                "prompt_version": key.prompt_version,
-                                "schema_version": key.schema_version,
-                                "model": key.model,
-                                "run_id": r.last_run_id or "",
-                            }
-                            for r in part
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=[sink.key])
-                )
-                added += len(conn.execute(stmt.returning(table.c[sink.key])).all())
-        return added
+            stmt = _insert(conn, table).from_select([*columns, "model", "run_id"], queued)
+            return conn.execute(stmt.on_conflict_do_nothing(index_elements=[sink.key])).rowcount
 
     def publish_to_table(
         self,
@@ -125,66 +113,97 @@ class SinksMixin:
         output_schema: dict[str, Any],
         run_id: str,
         actor: str,
-        only: list[int] | None = None,
+        gated_by: str | None = None,
     ) -> dict[str, Any]:
-        """Upsert the key's ``completed`` records (``only``: those the gate checked) into the sink
-        and move them to ``published``, in one transaction."""
+        """Upsert the key's ``completed`` records (those the quality gate of run ``gated_by``
+        checked, when given) into the sink and move them to ``published``, in one transaction.
+        Each page of records is three set-based statements (the audit rows, the upsert straight
+        from the records' outputs, their move); no output passes through Python."""
         table = self.sink_table(sink, output_schema)
-        now = utcnow()
-        written: set[str] = set()
+        outcome = {"published": 0, "superseded": 0, "rejected_marked": 0, "table": sink.table}
         with self.engine.begin() as conn:
-            records = self.lock_ready(conn, key, only)  # a concurrent publish takes the others
-            for part in chunks(records, ROWS_PER_STATEMENT):
-                written.update(conn.scalars(self._upsert(conn, table, key, sink, part, run_id, now)))
-            self.apply(
-                conn,
-                [
-                    Change(
-                        r.id,
-                        State.PUBLISHED,
-                        f"upserted into {sink.table}"
-                        if r.source_id in written
-                        else f"superseded: {sink.table} already holds the result of newer source data",
-                        {"published_at": now},
-                    )
-                    for r in records
-                ],
-                actor=actor,
-                run_id=run_id,
-            )
+            page_of = _PublishPage(conn, table, key, sink, run_id, actor)
+            for page in self.ready_to_publish(conn, key, gated_by):  # a concurrent publish takes the others
+                written = page_of.publish([r.id for r in page])
+                outcome["published"] += written
+                outcome["superseded"] += len(page) - written
             rejected = select(t.records.c.source_id).where(key.where(), t.records.c.state == State.REJECTED)
-            withheld = conn.execute(
+            outcome["rejected_marked"] = conn.execute(
                 update(table)
                 .where(table.c.publish_status == PENDING, table.c[sink.key].in_(rejected))
                 .values(publish_status=REJECTED)
             ).rowcount
-        return {
-            "published": len(written),
-            "superseded": len(records) - len(written),
-            "rejected_marked": withheld,
-            "table": sink.table,
-        }
+        return outcome
 
-    @staticmethod
-    def _upsert(conn: Connection, table: Table, key: RecordKey, sink, records, run_id: str, now):
-        """One multi-row upsert, returning the keys it wrote (not those kept for newer data)."""
-        stmt = _insert(conn, table).values(
-            [
-                {
-                    sink.key: r.source_id,
-                    **{c: (r.output or {}).get(c) for c in sink.columns},
-                    "publish_status": PUBLISHED,
-                    "source_date": r.source_date,
-                    "record_id": r.id,
-                    "prompt_version": key.prompt_version,
-                    "schema_version": key.schema_version,
-                    "model": key.model,
-                    "run_id": run_id,
-                    "published_at": now,
-                }
-                for r in records
-            ]
+
+class _PublishPage:
+    """The statements publishing one page of records to a table sink."""
+
+    def __init__(self, conn: Connection, table: Table, key: RecordKey, sink, run_id: str, actor: str):
+        self.conn, self.table, self.key, self.sink, self.run_id, self.actor = conn, table, key, sink, run_id, actor
+        self.now = utcnow()
+
+    def publish(self, ids: list[int]) -> int:
+        """Publish these records; returns how many rows the upsert wrote (the others were kept
+        for newer source data)."""
+        rc = t.records.c
+        page = in_set(self.conn, rc.id, ids)
+        self._audit(page, self._superseded(page))
+        written = len(self.conn.execute(self._upsert(page)).all())
+        self.conn.execute(
+            update(t.records)
+            .where(page, rc.state == State.COMPLETED)
+            .values(state=State.PUBLISHED, published_at=self.now, updated_at=self.now, gated_run_id=None)
         )
+        return written
+
+    def _superseded(self, page) -> list[int]:
+        """The page's records whose key already holds the published result of newer source data."""
+        rc, sc = t.records.c, self.table.c
+        newer = select(rc.id).join(self.table, sc[self.sink.key] == rc.source_id)
+        newer = newer.where(page, sc.publish_status != PENDING, sc.source_date > rc.source_date)
+        return list(self.conn.scalars(newer))
+
+    def _audit(self, page, superseded: list[int]) -> None:
+        rc, ac = t.records.c, t.audit.c
+        upserted = f"upserted into {self.sink.table}"
+        reason = literal(upserted)
+        if superseded:
+            newer = f"superseded: {self.sink.table} already holds the result of newer source data"
+            reason = case((in_set(self.conn, rc.id, superseded), literal(newer)), else_=literal(upserted))
+        rows = select(
+            rc.id,
+            rc.state,
+            literal(str(State.PUBLISHED)),
+            bindparam(None, self.now, type_=ac.at.type),
+            literal(self.actor),
+            literal(self.run_id),
+            rc.attempts,
+            reason,
+        ).where(page, rc.state == State.COMPLETED)
+        columns = ["record_id", "from_state", "to_state", "at", "actor", "run_id", "attempt", "reason"]
+        self.conn.execute(insert(t.audit).from_select(columns, rows))
+
+    def _upsert(self, page):
+        """One ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` from the records' outputs,
+        returning the keys it wrote."""
+        rc, key, sink, table = t.records.c, self.key, self.sink, self.table
+        outputs = [_field(rc.output[c], table.c[c].type) for c in sink.columns]
+        rows = select(
+            rc.source_id,
+            *outputs,
+            literal(PUBLISHED),
+            rc.source_date,
+            rc.id,
+            literal(key.prompt_version),
+            literal(key.schema_version),
+            literal(key.model),
+            literal(self.run_id),
+            bindparam(None, self.now, type_=table.c.published_at.type),
+        ).where(page, rc.state == State.COMPLETED)
+        columns = [sink.key, *sink.columns, "publish_status", "source_date", "record_id", "prompt_version"]
+        columns += ["schema_version", "model", "run_id", "published_at"]
+        stmt = _insert(self.conn, table).from_select(columns, rows)
         current = table.c.source_date
         return stmt.on_conflict_do_update(
             index_elements=[sink.key],
@@ -198,3 +217,16 @@ class SinksMixin:
                 current <= stmt.excluded.source_date,
             ),
         ).returning(table.c[sink.key])
+
+
+def _field(element, kind):
+    """An output field as the sink column's type, read in SQL from the record's JSON output."""
+    if isinstance(kind, Boolean):
+        return element.as_boolean()
+    if isinstance(kind, BigInteger):
+        return element.as_integer()
+    if isinstance(kind, Float):
+        return element.as_float()
+    if isinstance(kind, Text):
+        return element.as_string()
+    return element.as_json()

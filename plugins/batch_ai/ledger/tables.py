@@ -57,10 +57,14 @@ records = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=True),
     Column("completed_at", DateTime(timezone=True), nullable=True),
     Column("published_at", DateTime(timezone=True), nullable=True),
+    # the run whose quality gate checked this output (cleared by any change of the record): a
+    # publish takes exactly the records its run's gate checked
+    Column("gated_run_id", String(250), nullable=True),
     UniqueConstraint(
         "workload", "source_id", "prompt_version", "model", "schema_version", name="uq_batch_ai_records_key"
     ),
-    Index("ix_batch_ai_records_state", "workload", "state"),
+    # the id last: a stage reads a state's records a page at a time, in id order
+    Index("ix_batch_ai_records_state", "workload", "state", "id"),
     Index("ix_batch_ai_records_job", "job_id"),
 )
 
@@ -122,6 +126,8 @@ intake = Table(
     Column("disposition", String(20), nullable=False),  # record | duplicate
     Column("reason", Text, nullable=True),
     UniqueConstraint("workload", "run_id", "row_number", name="uq_batch_ai_intake_row"),
+    # a row repeated further down a big file is found among the rows already taken in
+    Index("ix_batch_ai_intake_source", "workload", "run_id", "source_id"),
 )
 
 runs = Table(

@@ -138,8 +138,8 @@ class PublishOperator(WorkloadOperator):
         from batch_ai.publish import publish
 
         run = self.run_info(context, skip_in_dry_run=True)
-        checked = self.ledger.run_details(self.workload, run.run_id).get("gate", {}).get("record_ids")
-        outcome = publish(self.loaded_workload, self.ledger, run.run_id, ACTOR, checked)
+        gated = "gate" in self.ledger.run_details(self.workload, run.run_id)
+        outcome = publish(self.loaded_workload, self.ledger, run.run_id, ACTOR, run.run_id if gated else None)
         self.ledger.set_run_detail(self.workload, run.run_id, "publish", outcome)
         return outcome
 

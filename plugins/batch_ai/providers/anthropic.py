@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from batch_ai.providers.base import (
     split_jsonl,
     strip_keywords,
 )
+from batch_ai.providers.request_file import RequestFile
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ class AnthropicBatchProvider(BatchProvider):
     def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
         return {"custom_id": custom_id, "params": self._params(prompt, options)}
 
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+        """Message Batches take the requests in the create call's body: the SDK is given them as a
+        list (bounded by the job: at most 100,000 requests, 256 MB)."""
         import anthropic
 
         try:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import abc
 import functools
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from batch_ai import jsonio
 from batch_ai.errors import TRANSIENT_ERRORS, ErrorKind, ProviderCallError, error_kind_for_http_status
 from batch_ai.providers.capabilities import ProviderCapabilities, capabilities
+
+if TYPE_CHECKING:  # an annotation only (request_file builds on this module)
+    from batch_ai.providers.request_file import RequestFile
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -174,8 +177,9 @@ class BatchProvider(abc.ABC):
         """The provider's request line for one record."""
 
     @abc.abstractmethod
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        """Create a job for the requests, tagged with ``token`` so :meth:`find_job` can find it."""
+    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+        """Create a job for the requests (a :class:`~batch_ai.providers.request_file.RequestFile`),
+        tagged with ``token`` so :meth:`find_job` can find it."""
 
     @abc.abstractmethod
     def find_job(self, token: str, expected: JobExpectation | None = None) -> JobInfo | None:
@@ -215,23 +219,49 @@ def classify_common(exc: BaseException) -> ErrorKind | None:
     return None
 
 
+def per_schema(convert):
+    """Memoise ``convert(schema, unsupported)`` by the schema object: every request of a run
+    carries the same schema, converted once (the result is shared; nobody changes it)."""
+    cache: dict[tuple[int, frozenset[str]], tuple[Any, Any]] = {}
+
+    @functools.wraps(convert)
+    def once(schema: Any, unsupported: frozenset[str]) -> Any:
+        key = (id(schema), unsupported)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not schema:
+            if len(cache) > 64:
+                cache.clear()
+            hit = cache[key] = (schema, convert(schema, unsupported))
+        return hit[1]
+
+    return once
+
+
+def _strip(schema: Any, unsupported: frozenset[str]) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip(v, unsupported) for k, v in schema.items() if k not in unsupported}
+    if isinstance(schema, list):
+        return [_strip(v, unsupported) for v in schema]
+    return schema
+
+
+@per_schema
 def strip_keywords(schema: Any, unsupported: frozenset[str]) -> Any:
     """The schema without keywords the provider's structured-output mode does not accept."""
-    if isinstance(schema, dict):
-        return {k: strip_keywords(v, unsupported) for k, v in schema.items() if k not in unsupported}
-    if isinstance(schema, list):
-        return [strip_keywords(v, unsupported) for v in schema]
-    return schema
+    return _strip(schema, unsupported)
+
+
+_LS, _PS = "\u2028".encode(), "\u2029".encode()
 
 
 def jsonl_line(request: dict[str, Any], default=None) -> bytes:
     """One request as a line of a JSONL upload. U+2028 and U+2029 are written escaped: JSON allows
     them raw inside strings, but a reader that splits lines as Unicode does (``str.splitlines``)
     would cut the line there; only ``\n`` ends a line."""
-    text = json.dumps(request, ensure_ascii=False, default=default)
-    if "\u2028" in text or "\u2029" in text:
-        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return text.encode() + b"\n"
+    data = jsonio.dumps(request, default=default)
+    if _LS in data or _PS in data:
+        data = data.replace(_LS, b"\\u2028").replace(_PS, b"\\u2029")
+    return data + b"\n"
 
 
 def split_jsonl(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from batch_ai.errors import StageError
@@ -32,8 +32,8 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
-    to_jsonl,
 )
+from batch_ai.providers.request_file import RequestFile
 from batch_ai.providers.staging import S3Store, StagingMixin
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        source = self.stage_input(token, to_jsonl(requests))
+    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+        source = self.stage_input(token, requests)
         prefix = source.rsplit("/", 1)[0]
         arn = self.bedrock.create_model_invocation_job(
             jobName=token,

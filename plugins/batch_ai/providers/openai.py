@@ -8,11 +8,10 @@ pointing it at the local emulator or at a proxy is a connection change, not a co
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from batch_ai.providers.base import (
@@ -27,8 +26,8 @@ from batch_ai.providers.base import (
     error_kind_for_http_status,
     split_jsonl,
     strip_keywords,
-    to_jsonl,
 )
+from batch_ai.providers.request_file import RequestFile
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +103,10 @@ class OpenAIBatchProvider(BatchProvider):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        data = to_jsonl(requests)
-        upload = self.client.files.create(file=(f"{token}.jsonl", io.BytesIO(data)), purpose="batch")
-        log.info("uploaded %s (%d requests, %d bytes) as file %s", token, len(requests), len(data), upload.id)
+    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+        # the SDK streams a file object into the multipart body
+        upload = self.client.files.create(file=(f"{token}.jsonl", requests.open()), purpose="batch")
+        log.info("uploaded %s (%d requests, %d bytes) as file %s", token, requests.count, requests.size, upload.id)
         metadata = {TOKEN_KEY: token, **{k[:64]: str(v)[:512] for k, v in labels.items()}}
         batch = self.client.batches.create(
             input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h", metadata=metadata

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from batch_ai.errors import StageError
 from batch_ai.providers.base import JobInfo, split_jsonl
+from batch_ai.providers.request_file import RequestFile
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class ObjectStore(abc.ABC):
         return f"{self.scheme}://{bucket}/{key}"
 
     @abc.abstractmethod
-    def upload(self, uri: str, data: bytes) -> None: ...
+    def upload(self, uri: str, path: str) -> None:
+        """Upload a local file (streamed from disk)."""
 
     @abc.abstractmethod
     def keys(self, bucket: str, prefix: str) -> list[str]: ...
@@ -69,9 +71,9 @@ class ObjectStore(abc.ABC):
 class GCSStore(ObjectStore):
     scheme = "gs"
 
-    def upload(self, uri: str, data: bytes) -> None:
+    def upload(self, uri: str, path: str) -> None:
         bucket, key = split_uri(uri)
-        self.hook.upload(bucket_name=bucket, object_name=key, data=data, mime_type="application/octet-stream")
+        self.hook.upload(bucket_name=bucket, object_name=key, filename=path, mime_type="application/octet-stream")
 
     def keys(self, bucket: str, prefix: str) -> list[str]:
         return list(self.hook.list(bucket_name=bucket, prefix=prefix) or [])
@@ -89,9 +91,9 @@ class GCSStore(ObjectStore):
 class S3Store(ObjectStore):
     scheme = "s3"
 
-    def upload(self, uri: str, data: bytes) -> None:
+    def upload(self, uri: str, path: str) -> None:
         bucket, key = split_uri(uri)
-        self.hook.load_bytes(data, key=key, bucket_name=bucket, replace=True)
+        self.hook.load_file(path, key=key, bucket_name=bucket, replace=True)
 
     def keys(self, bucket: str, prefix: str) -> list[str]:
         return list(self.hook.list_keys(bucket_name=bucket, prefix=prefix) or [])
@@ -125,11 +127,11 @@ class StagingMixin:
             )
         return uri.rstrip("/")
 
-    def stage_input(self, token: str, data: bytes) -> str:
+    def stage_input(self, token: str, requests: RequestFile) -> str:
         """Upload a job's input file under its own prefix; returns its URI."""
         uri = f"{self.staging}/{token}/input.jsonl"
-        self.store.upload(uri, data)
-        log.info("staged %d bytes at %s", len(data), uri)
+        self.store.upload(uri, requests.path)
+        log.info("staged %d requests (%d bytes) at %s", requests.count, requests.size, uri)
         return uri
 
     def cleanup(self, job: JobInfo) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from batch_ai.providers.base import (
@@ -28,9 +28,10 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    per_schema,
     strip_keywords,
-    to_jsonl,
 )
+from batch_ai.providers.request_file import RequestFile
 from batch_ai.providers.staging import GCSStore, StagingMixin
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ _ROW_ERRORS = {
 }
 
 
+@per_schema
 def openapi_schema(schema: Any, unsupported: frozenset[str]) -> Any:
     """A JSON Schema as Vertex's responseSchema: OpenAPI types in capitals, no unsupported keywords."""
     schema = strip_keywords(schema, unsupported)
@@ -161,8 +163,8 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: Sequence[dict[str, Any]], token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
-        source = self.stage_input(token, to_jsonl(requests))
+    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+        source = self.stage_input(token, requests)
         job = self.client.batches.create(
             model=model,
             src=source,

@@ -13,18 +13,17 @@ from batch_ai.ledger.store import Ledger
 from batch_ai.workloads import Workload
 
 
-def publish(
-    workload: Workload, ledger: Ledger, run_id: str, actor: str, only: list[int] | None = None
-) -> dict[str, Any]:
-    """Publish the workload's ``completed`` records (``only``: those the quality gate checked)."""
+def publish(workload: Workload, ledger: Ledger, run_id: str, actor: str, gated_by: str | None = None) -> dict[str, Any]:
+    """Publish the workload's ``completed`` records (``gated_by``: those the quality gate of that
+    run checked)."""
     if workload.spec.sink.kind == "files":
         from batch_ai.publish import files
 
-        return files.publish(ledger, workload.record_key(), workload.spec.sink, run_id, actor, only)
+        return files.publish(ledger, workload.record_key(), workload.spec.sink, run_id, actor, gated_by)
     from batch_ai.publish import sql_table
 
     return sql_table.publish(
-        ledger, workload.record_key(), workload.spec.sink, workload.output_schema, run_id, actor, only
+        ledger, workload.record_key(), workload.spec.sink, workload.output_schema, run_id, actor, gated_by
     )
 
 

@@ -61,7 +61,7 @@ def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
 
 
 def publish(
-    ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str, only: list[int] | None = None
+    ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str, gated_by: str | None = None
 ) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
@@ -73,7 +73,7 @@ def publish(
         log.warning("publications of earlier runs that died half-way: %s", settled)
     now = utcnow()
     target_for = lambda ids: str(base / file_name(run_id, ids, sink.format))  # noqa: E731
-    with ledger.publication(key, run_id, target_for, only) as (publication, records):
+    with ledger.publication(key, run_id, target_for, gated_by) as (publication, records):
         if publication is None:
             log.info("nothing to publish to %s", base)
             return {"published": 0, "file": None}

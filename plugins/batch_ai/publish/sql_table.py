@@ -26,9 +26,9 @@ def publish(
     output_schema: dict[str, Any],
     run_id: str,
     actor: str,
-    only: list[int] | None = None,
+    gated_by: str | None = None,
 ) -> dict[str, Any]:
-    outcome = ledger.publish_to_table(key, sink, output_schema, run_id, actor, only)
+    outcome = ledger.publish_to_table(key, sink, output_schema, run_id, actor, gated_by)
     log.info(
         "published %d record(s) to %s%s",
         outcome["published"],

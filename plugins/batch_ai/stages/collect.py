@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from batch_ai.errors import ErrorKind, StageError
+from batch_ai.ledger.bulk import STEP
 from batch_ai.ledger.jobs import LineUsage
 from batch_ai.ledger.states import JobState, State
 from batch_ai.ledger.store import Change, Ledger, utcnow
@@ -118,56 +119,85 @@ def _unanswered_after_deadline(ledger: Ledger, job, run: RunInfo) -> dict[str, i
     return {"unanswered": len(left)}
 
 
+def record_id_of(custom_id: str) -> int | None:
+    """The record id a custom id carries (``r{id}-a{attempt}``), or ``None`` for one we never sent."""
+    head, sep, _ = custom_id.partition("-a")
+    if not sep or not head.startswith("r") or not head[1:].isdigit():
+        return None
+    return int(head[1:])
+
+
+class _Results:
+    """Applies one job's result lines a chunk at a time: each chunk's records are read by the id
+    their custom ids carry, their moves and what their lines cost written in one transaction."""
+
+    def __init__(self, workload: Workload, ledger: Ledger, job, run: RunInfo, discount: float):
+        self.workload, self.ledger, self.job, self.run, self.discount = workload, ledger, job, run, discount
+        self.validator = OutputValidator.for_workload(workload)
+        self.price = capabilities().provider(workload.spec.provider.name).price(workload.spec.provider.model)
+        self.tally: Counter = Counter()
+        self.seen: set[str] = set()  # the job's custom ids answered so far (bounded by the job)
+        self.pending: list[Any] = []
+
+    def add(self, result) -> None:
+        if result.custom_id is None:
+            self.tally["unreadable_result_line"] += 1
+            log.warning("job %s: %s; its record counts as having no result", self.job.token, result.error_message)
+            return
+        if result.custom_id in self.seen:
+            self.tally["duplicate_result"] += 1
+            log.warning("job %s: second result for %s ignored", self.job.token, result.custom_id)
+            return
+        self.seen.add(result.custom_id)
+        self.pending.append(result)
+        if len(self.pending) >= STEP:
+            self.flush()
+
+    def flush(self) -> None:
+        ids = [rid for rid in (record_id_of(r.custom_id) for r in self.pending) if rid is not None]
+        records = self.ledger.records_by_id(ids)
+        changes, usage = [], {}
+        for result in self.pending:
+            rec = records.get(record_id_of(result.custom_id))
+            if rec is None or rec.custom_id != result.custom_id or rec.job_id != self.job.id:
+                self.tally["unknown_custom_id"] += 1
+                log.warning("job %s: result for unknown custom id %r ignored", self.job.token, result.custom_id)
+                continue
+            if rec.state != State.SUBMITTED:  # collected by an earlier attempt of this task
+                self.tally["already_collected"] += 1
+                continue
+            line_cost = self.price.cost(result.input_tokens, result.output_tokens, self.discount)
+            # a later attempt: a retry, or a rerun asked for by a backfill
+            usage[rec.id] = LineUsage(result.input_tokens, result.output_tokens, line_cost, rec.attempts > 1)
+            changes.append(change_for(self.workload, rec, result, self.validator, (rec.cost_usd or 0.0) + line_cost))
+        self.pending.clear()
+        self.write(changes, usage)
+
+    def write(self, changes: list[Change], usage: dict[int, LineUsage]) -> None:
+        moved = self.ledger.record_results(self.job.id, changes, usage, actor=ACTOR, run_id=self.run.run_id)
+        self.tally["already_collected"] += len(changes) - len(moved)
+        self.tally.update(str(c.to) for c in moved)
+
+    def unanswered(self, info: JobInfo) -> None:
+        """Every record of the job still ``submitted`` had no result: its reason, by how the job ended."""
+        for page in self.ledger.job_pages(self.job.id, State.SUBMITTED):
+            self.write([_no_result(rec, info, self.job.record_count) for rec in page], {})
+
+
 def apply_results(
     workload: Workload, ledger: Ledger, job, results, info: JobInfo, run: RunInfo, *, discount: float
 ) -> dict[str, Any]:
     """Validate each result, move its record on, and give every record without one its reason.
 
-    Moves are written in chunks, each with what its lines cost, in one transaction: a collect
-    killed half-way (or run twice at once) moves and pays for every record once."""
-    records = {r.custom_id: r for r in ledger.job_records(job.id)}
-    validator = OutputValidator.for_workload(workload)
-    price = capabilities().provider(workload.spec.provider.name).price(workload.spec.provider.model)
-    tally: Counter = Counter()
-    seen: set[str] = set()
-    pending: list[Change] = []
-    usage: dict[int, LineUsage] = {}
-
-    def flush() -> None:
-        moved = ledger.record_results(job.id, pending, usage, actor=ACTOR, run_id=run.run_id)
-        tally["already_collected"] += len(pending) - len(moved)
-        tally.update(str(c.to) for c in moved)
-        pending.clear()
-        usage.clear()
-
+    Results are read and applied a chunk at a time; each chunk's moves are written with what
+    its lines cost in one transaction: a collect killed half-way (or run twice at once) moves and
+    pays for every record once."""
+    applying = _Results(workload, ledger, job, run, discount)
     for result in results:
-        if result.custom_id is None:
-            tally["unreadable_result_line"] += 1
-            log.warning("job %s: %s; its record counts as having no result", job.token, result.error_message)
-            continue
-        rec = records.get(result.custom_id)
-        if rec is None:
-            tally["unknown_custom_id"] += 1
-            log.warning("job %s: result for unknown custom id %r ignored", job.token, result.custom_id)
-            continue
-        if result.custom_id in seen:
-            tally["duplicate_result"] += 1
-            log.warning("job %s: second result for %s ignored", job.token, result.custom_id)
-            continue
-        seen.add(result.custom_id)
-        if rec.state != State.SUBMITTED:  # collected by an earlier attempt of this task
-            tally["already_collected"] += 1
-            continue
-        line_cost = price.cost(result.input_tokens, result.output_tokens, discount)
-        # a later attempt: a retry, or a rerun asked for by a backfill
-        usage[rec.id] = LineUsage(result.input_tokens, result.output_tokens, line_cost, rec.attempts > 1)
-        pending.append(change_for(workload, rec, result, validator, (rec.cost_usd or 0.0) + line_cost))
-        if len(pending) >= 1000:
-            flush()
-    missing = [r for cid, r in records.items() if cid not in seen and r.state == State.SUBMITTED]
-    pending.extend(_no_result(rec, info, len(records)) for rec in missing)
-    flush()
-    return dict(tally)
+        applying.add(result)
+    applying.flush()
+    applying.unanswered(info)
+    return dict(applying.tally)
 
 
 def _no_result(rec, info: JobInfo, job_size: int) -> Change:

@@ -16,7 +16,7 @@ from batch_ai.providers import BatchProvider
 from batch_ai.providers.base import JobInfo, JobStatus
 from batch_ai.stages.collect import apply_results
 from batch_ai.stages.run import ACTOR, RunInfo
-from batch_ai.stages.submit import REALTIME, aware, custom_id
+from batch_ai.stages.submit import REALTIME, aware, custom_ids_for
 from batch_ai.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,8 @@ def run_realtime(
     """Process a planned job's records with real-time calls instead of a batch job (at full price)."""
     job = ledger.job(token)
     records = ledger.job_records(job.id, State.QUEUED)
-    custom_ids = {rec.id: custom_id(rec.id, rec.attempts) for rec in records}
-    ledger.mark_submitted(job.id, f"{REALTIME}{token}", {"kind": "realtime"}, custom_ids, run.run_id, ACTOR)
+    custom_ids = custom_ids_for(job, records)
+    ledger.mark_submitted(job.id, f"{REALTIME}{token}", {"kind": "realtime"}, run.run_id, ACTOR)
     # a call that fails ends the series; the records not reached become provider_error
     results = RealtimeCalls(workload, adapter, records, custom_ids)
     info = JobInfo(f"{REALTIME}{token}", JobStatus.COMPLETED, "realtime", {"total": len(records)})

@@ -77,10 +77,9 @@ def _reconcile(workload, ledger: Ledger, adapter: BatchProvider, job, run) -> di
                 "provider_job_id": job.provider_job_id,
                 "why": f"{job.status} by a run that did not finish it",
             }
-        records = ledger.job_records(job.id, State.QUEUED)
-        custom_ids = custom_ids_for(job, records)
+        records = ledger.job_attempts(job.id, State.QUEUED)
         expected = JobExpectation(
-            tuple(custom_ids.values()),
+            tuple(custom_ids_for(job, records).values()),
             aware(job.created_at),
             frozenset(ledger.provider_job_ids(workload.spec.provider.name)),
         )
@@ -99,7 +98,6 @@ def _reconcile(workload, ledger: Ledger, adapter: BatchProvider, job, run) -> di
             job.id,
             found.provider_job_id,
             found.details,
-            custom_ids,
             run.run_id,
             ACTOR,
             reason=f"in provider job {found.provider_job_id}, created before a crash and found by its token",

@@ -14,6 +14,7 @@ from batch_ai.ledger.states import JobState, State
 from batch_ai.ledger.store import Ledger, utcnow
 from batch_ai.providers import BatchProvider
 from batch_ai.providers.base import JobExpectation, JobInfo, JobRefused, JobStatus
+from batch_ai.providers.request_file import RequestFile
 from batch_ai.stages.run import ACTOR, RunInfo
 from batch_ai.workloads import Workload
 
@@ -28,12 +29,18 @@ def custom_id(record_id: int, attempts: int) -> str:
     return f"r{record_id}-a{attempts + 1}"
 
 
+def sent_as(job, rec) -> str:
+    """The custom id a record of a job is sent under. Each attempt has its own; a record sent
+    again in a smaller job split from one the provider refused keeps the one it had. (The
+    ledger writes the same in SQL: :meth:`Ledger.mark_submitted`.)"""
+    if job.parent_id is not None and rec.custom_id:
+        return rec.custom_id
+    return custom_id(rec.id, rec.attempts)
+
+
 def custom_ids_for(job, records) -> dict[int, str]:
-    """The custom id each record of a job is sent under. Each attempt has its own; a record sent
-    again in a smaller job split from one the provider refused keeps the one it had."""
-    if job.parent_id is not None:
-        return {rec.id: rec.custom_id or custom_id(rec.id, rec.attempts) for rec in records}
-    return {rec.id: custom_id(rec.id, rec.attempts) for rec in records}
+    """The custom id each record of a job is sent under (:func:`sent_as`)."""
+    return {rec.id: sent_as(job, rec) for rec in records}
 
 
 def aware(moment: datetime) -> datetime:
@@ -79,16 +86,13 @@ def submit(workload: Workload, ledger: Ledger, adapter: BatchProvider, token: st
             log.info("job %s is %s; nothing to submit", token, job.status)
             return None
         workload = job_workload(workload, job)
-        records = ledger.job_records(job.id, State.QUEUED)
-        if not records:
+        custom_ids = tuple(sent_as(job, rec) for rec in ledger.job_attempts(job.id, State.QUEUED))
+        if not custom_ids:
             ledger.update_job(job.id, status=JobState.EMPTY, ended_at=utcnow())
             log.info("job %s has no queued records left; nothing to submit", token)
             return None
-        custom_ids = custom_ids_for(job, records)
         expected = JobExpectation(
-            tuple(custom_ids.values()),
-            aware(job.created_at),
-            frozenset(ledger.provider_job_ids(workload.spec.provider.name)),
+            custom_ids, aware(job.created_at), frozenset(ledger.provider_job_ids(workload.spec.provider.name))
         )
         info = adapter.find_job(token, expected)
         if info is not None:
@@ -99,37 +103,36 @@ def submit(workload: Workload, ledger: Ledger, adapter: BatchProvider, token: st
                 token,
             )
         else:
-            info = _create(workload, adapter, token, records, custom_ids, run)
+            info = _create(workload, ledger, adapter, job, run)
         if isinstance(info, JobRefused):  # refused as a whole at creation: the wait halves it
             ledger.mark_submitted(
                 job.id,
                 f"{REFUSED}{token}",
                 {"refused": str(info)},
-                custom_ids,
                 run.run_id,
                 ACTOR,
                 reason=f"sent in job {token}, which the provider refused when it was created",
             )
             return f"{REFUSED}{token}"
-        ledger.mark_submitted(job.id, info.provider_job_id, info.details, custom_ids, run.run_id, ACTOR)
-    log.info("job %s: %d records submitted as %s (%s)", token, len(records), info.provider_job_id, info.raw_status)
+        moved = ledger.mark_submitted(job.id, info.provider_job_id, info.details, run.run_id, ACTOR)
+    log.info("job %s: %d records submitted as %s (%s)", token, moved, info.provider_job_id, info.raw_status)
     return info.provider_job_id
 
 
-def _create(
-    workload: Workload, adapter: BatchProvider, token: str, records, custom_ids: dict[int, str], run: RunInfo
-) -> JobInfo | JobRefused:
-    """The paid call: the job's requests sent to the provider; the refusal, when the provider
-    refused the job as a whole when it was created."""
+def _create(workload: Workload, ledger: Ledger, adapter: BatchProvider, job, run: RunInfo) -> JobInfo | JobRefused:
+    """The paid call: the job's requests, written to a file a record at a time, sent to the
+    provider; the refusal, when the provider refused the job as a whole when it was created."""
     options = workload.request_options()
-    requests = [adapter.build_request(custom_ids[rec.id], workload.prompt_for(rec.input), options) for rec in records]
-    try:
-        return adapter.submit(
-            requests,
-            token,
-            model=workload.spec.provider.model,
-            labels={"batch_ai_workload": workload.name, "batch_ai_run": run.run_id[:200]},
-        )
-    except JobRefused as exc:
-        log.warning("the provider refused job %s when it was created: %s", token, exc)
-        return exc
+    with RequestFile() as requests:
+        for rec in ledger.iter_job_records(job.id, State.QUEUED):
+            requests.add(adapter.build_request(sent_as(job, rec), workload.prompt_for(rec.input), options))
+        try:
+            return adapter.submit(
+                requests,
+                job.token,
+                model=workload.spec.provider.model,
+                labels={"batch_ai_workload": workload.name, "batch_ai_run": run.run_id[:200]},
+            )
+        except JobRefused as exc:
+            log.warning("the provider refused job %s when it was created: %s", job.token, exc)
+            return exc
