@@ -9,7 +9,8 @@ The kill points, each made certain rather than hoped for:
 - ``during_wait``: the job runs for several seconds; killed while the wait task polls it.
 - ``during_collect``: killed inside the collect task, with the results read and the ledger's
   records table locked (by the test, in PostgreSQL) so nothing of them is written yet.
-- ``during_publish``: killed inside the publish task, blocked the same way.
+- ``during_publish``: killed inside the publish task, blocked the same way (on the audit table,
+  which the quality gate before it does not write).
 
 After the next night: exactly one provider job per planned job (creates counted at the
 emulator), every record published at most once (sink and audit), nothing left ``queued`` or
@@ -119,14 +120,14 @@ def job_submitted(run: Run) -> bool:
 
 
 class TableLock:
-    """The ledger's records table locked against writes (reads go on), from the test's own
-    PostgreSQL connection, so the run blocks at its next write there."""
+    """A ledger table locked against writes (reads go on), from the test's own PostgreSQL
+    connection, so the run blocks at its next write there."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, table: str = "batch_ai_records"):
         self.engine = sa.create_engine(url)
         self.conn = self.engine.connect()
         self.tx = self.conn.begin()
-        self.conn.execute(text("lock table batch_ai_records in exclusive mode"))
+        self.conn.execute(text(f"lock table {table} in exclusive mode"))
 
     def release(self) -> None:
         self.tx.rollback()
@@ -155,7 +156,9 @@ def kill(run: Run, night: Night, point: str) -> None:
             lock.release()
     elif point == "during_publish":
         night.wait_for("end task task_id=review")
-        lock = TableLock(run.ledger_url)
+        # the audit table: the quality gate writes its marks on the records, never an audit row;
+        # the publish's first write per page is the audit of what it publishes
+        lock = TableLock(run.ledger_url, "batch_ai_audit")
         try:
             night.wait_for("starting task_id=publish")
             time.sleep(1.5)

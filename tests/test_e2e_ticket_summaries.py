@@ -149,7 +149,7 @@ def test_clean_run_publishes_every_valid_record_and_reruns_are_no_ops(run, tmp_p
     # publishing emitted an Airflow asset event that downstream DAGs can be scheduled on
     with sqlite3.connect(run.home / "airflow.db") as airflow_db:
         events = airflow_db.execute("select a.uri from asset_event e join asset a on a.id = e.asset_id").fetchall()
-    assert events == [("batch-ai://ticket_summaries/ticket_summaries",)]
+    assert events == [("x-batch-ai://ticket_summaries/ticket_summaries",)]
     assert not any("<" in p.summary for p in published)
 
     # the same interval again: nothing new submitted, nothing published twice
