@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: demo test ui venv constraints clean
+.PHONY: demo test bench ui venv constraints clean
 
 demo: $(STAMP)
 	$(PY) -m batch_ai demo $(if $(PROVIDER),--provider $(PROVIDER))
@@ -19,6 +19,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Each stage at 10k, 100k and 1M records on SQLite and PostgreSQL beside its raw limit, the
+# common.ai comparison, DAG parse times and a 1M-record night (about an hour; not part of `make test`).
+# BENCH_ARGS narrows it, e.g. BENCH_ARGS="--sizes 10000,100000 --backends sqlite --night 0".
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 venv: $(STAMP)
 
