@@ -95,6 +95,45 @@ def openai_conn(emulator, monkeypatch):
     return emulator
 
 
+@pytest.fixture
+def aws(emulator):
+    """boto3's bedrock, bedrock-runtime and s3 clients on the emulator (an S3 bucket ``batch`` made)."""
+    import boto3
+    from botocore.config import Config
+
+    s = emulator.settings["bedrock"]
+    kw = dict(region_name=s["region"], aws_access_key_id="test", aws_secret_access_key="test")
+    s3 = boto3.client("s3", endpoint_url=s["s3_endpoint_url"], **kw)
+    s3.create_bucket(Bucket="batch")
+    bedrock = boto3.client(
+        "bedrock", endpoint_url=s["endpoint_url"], config=Config(retries={"max_attempts": 3, "mode": "standard"}), **kw
+    )
+    runtime = boto3.client("bedrock-runtime", endpoint_url=s["endpoint_url"], **kw)
+    return bedrock, runtime, s3
+
+
+@pytest.fixture
+def gcp(emulator, monkeypatch):
+    """google-genai's Vertex AI client and google-cloud-storage on the emulator (bucket ``batch-in`` made)."""
+    from google import genai
+    from google.cloud import storage
+    from google.genai import types
+    from google.oauth2.credentials import Credentials
+
+    s = emulator.settings["vertex"]
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", s["storage_emulator_host"])
+    gcs = storage.Client(project=s["project"])
+    gcs.create_bucket("batch-in")
+    client = genai.Client(
+        vertexai=True,
+        project=s["project"],
+        location=s["location"],
+        credentials=Credentials(token="test-token"),
+        http_options=types.HttpOptions(base_url=s["base_url"]),
+    )
+    return client, gcs
+
+
 @pytest.fixture(scope="session")
 def airflow_template(tmp_path_factory):
     """A migrated Airflow metadata DB, made once; each test gets its own copy."""

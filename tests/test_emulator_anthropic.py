@@ -220,6 +220,6 @@ def test_both_auth_styles_and_any_version(emulator):
 def test_results_lines_end_with_newline_and_no_blank_lines(client, emulator):
     batch = client.messages.batches.create(requests=requests(3))
     ended = wait(client, batch.id)
-    raw = httpx.get(ended.results_url, headers={"x-api-key": "k"}).content
+    raw = httpx.get(ended.results_url, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}).content
     assert raw.endswith(b"\n") and b"\n\n" not in raw and len(raw.splitlines()) == 3
     assert datetime.now(UTC) >= ended.ended_at

@@ -6,11 +6,9 @@ import json
 import time
 import urllib.parse
 
-import boto3
 import botocore.exceptions
 import jsonschema
 import pytest
-from botocore.config import Config
 
 from batch_ai.workloads import load_workload
 
@@ -47,19 +45,6 @@ def converse_body(i: int) -> dict:
             "toolChoice": {"tool": {"name": "record_summary"}},
         },
     }
-
-
-@pytest.fixture
-def aws(emulator):
-    s = emulator.settings["bedrock"]
-    kw = dict(region_name=s["region"], aws_access_key_id="test", aws_secret_access_key="test")
-    s3 = boto3.client("s3", endpoint_url=s["s3_endpoint_url"], **kw)
-    s3.create_bucket(Bucket="batch")
-    bedrock = boto3.client(
-        "bedrock", endpoint_url=s["endpoint_url"], config=Config(retries={"max_attempts": 3, "mode": "standard"}), **kw
-    )
-    runtime = boto3.client("bedrock-runtime", endpoint_url=s["endpoint_url"], **kw)
-    return bedrock, runtime, s3
 
 
 def stage(s3, key: str, records: list[dict]) -> str:

@@ -7,10 +7,7 @@ import time
 
 import jsonschema
 import pytest
-from google import genai
-from google.cloud import storage
 from google.genai import errors, types
-from google.oauth2.credentials import Credentials
 
 from batch_ai.workloads import load_workload
 
@@ -28,22 +25,6 @@ def request(i: int, body: str = "I was charged twice on my invoice. Please refun
         "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA},
         "labels": {"custom_id": f"r{i}"},
     }
-
-
-@pytest.fixture
-def gcp(emulator, monkeypatch):
-    s = emulator.settings["vertex"]
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", s["storage_emulator_host"])
-    gcs = storage.Client(project=s["project"])
-    gcs.create_bucket(BUCKET)
-    client = genai.Client(
-        vertexai=True,
-        project=s["project"],
-        location=s["location"],
-        credentials=Credentials(token="test-token"),
-        http_options=types.HttpOptions(base_url=s["base_url"]),
-    )
-    return client, gcs
 
 
 def stage(gcs, name: str, lines: list[dict]) -> str:

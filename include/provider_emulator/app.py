@@ -1,8 +1,10 @@
 """The emulator's HTTP app: one path prefix per provider, HTTP fault injection, admin endpoints.
 
 ``/openai/v1/...``, ``/anthropic/v1/...``, ``/vertex/...`` and ``/bedrock/...``: each SDK is
-given the prefix as its base URL. Auth is checked the way each provider checks it (only that
-it is present: any key works), and an injected HTTP error looks like that provider's own.
+given the prefix as its base URL. Auth (and what else a provider requires of every request) is
+checked the way each provider checks it, and refused with that provider's own answer (only the
+presence of a credential is checked: any key works); an injected HTTP error looks like that
+provider's own.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ ADMIN = "/_emulator"
 
 @dataclass(frozen=True)
 class Face:
-    """How a provider checks auth and words an error."""
+    """How a provider checks every request and words an error."""
 
     prefix: str
-    has_auth: Callable[[Request], bool]
+    #: the provider's answer to a request it refuses before reading it (no credential, a
+    #: required header missing), or ``None``
+    refuse: Callable[[Request], Response | None]
     error: Callable[[int, str], Response]
     #: Stainless-generated SDKs (openai, anthropic) obey ``x-should-retry``; their servers send it.
     sends_should_retry: bool = False
@@ -48,18 +52,53 @@ def _openai_error(status: int, message: str) -> Response:
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": kind}}, status_code=status)
 
 
+def _openai_refuse(request: Request) -> Response | None:
+    if _bearer(request):
+        return None
+    return JSONResponse(
+        {
+            "error": {
+                "message": "You didn't provide an API key. You need to provide your API key in an Authorization "
+                "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+        status_code=401,
+    )
+
+
+def _anthropic_refuse(request: Request) -> Response | None:
+    if not (_bearer(request) or request.headers.get("x-api-key")):
+        return anthropic_api.error(401, "x-api-key header is required")
+    if not request.headers.get("anthropic-version"):
+        return anthropic_api.error(400, "anthropic-version: header is required")
+    return None
+
+
+def _vertex_refuse(request: Request) -> Response | None:
+    if _bearer(request):
+        return None
+    return vertex_api.error(
+        401,
+        "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or "
+        "other valid authentication credential.",
+    )
+
+
 FACES: dict[str, Face] = {
-    "openai": Face("/openai/", _bearer, _openai_error, sends_should_retry=True),
+    "openai": Face("/openai/", _openai_refuse, _openai_error, sends_should_retry=True),
     "anthropic": Face(
         "/anthropic/",
-        lambda r: _bearer(r) or bool(r.headers.get("x-api-key")),
+        _anthropic_refuse,
         lambda status, message: anthropic_api.error(status, message),
         sends_should_retry=True,
     ),
-    "vertex": Face("/vertex/", _bearer, vertex_api.error),
+    "vertex": Face("/vertex/", _vertex_refuse, vertex_api.error),
     "bedrock": Face(
         "/bedrock/",
-        lambda r: r.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256"),
+        bedrock_api.refuse_unsigned,
         lambda status, message: bedrock_api.error(status, message),
     ),
 }
@@ -121,8 +160,9 @@ def create_app(  # noqa: C901 - its endpoints are counted as one function
             return await call_next(request)
         face = FACES[provider]
         state.calls[f"{request.method} {path}"] += 1
-        if not face.has_auth(request):
-            return face.error(401, "No API key or token was provided.")
+        refused = face.refuse(request)
+        if refused is not None:
+            return refused
         api_path = path.removeprefix(face.prefix.rstrip("/"))
         fault = state.http_faults[provider].take(request.method, api_path)
         if fault:

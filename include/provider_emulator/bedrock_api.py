@@ -29,11 +29,12 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 JOB_NAME = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 ROLE_ARN = re.compile(r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$")
+#: the error shapes of botocore's Bedrock service model, by the HTTP status each is modelled with
+#: (ConflictException, ResourceNotFoundException... are named where they are raised)
 ERROR_CODES = {
     400: "ValidationException",
     403: "AccessDeniedException",
     404: "ResourceNotFoundException",
-    409: "ConflictException",
     429: "ThrottlingException",
     500: "InternalServerException",
     503: "ServiceUnavailableException",
@@ -42,11 +43,27 @@ TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
 
 
 def error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    code = code or ERROR_CODES.get(status, "InternalServerException")
-    return JSONResponse(
-        {"message": message},
-        status_code=status,
-        headers={"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"},
+    """An error as Bedrock sends it: the shape's name in ``x-amzn-ErrorType``. A status the
+    service model has no shape for (an injected 502, say) is sent with no type, as a proxy in
+    front of the service would; botocore then names the error by its status."""
+    code = code or ERROR_CODES.get(status)
+    headers = {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"} if code else {}
+    return JSONResponse({"message": message}, status_code=status, headers=headers)
+
+
+def refuse_unsigned(request: Request) -> JSONResponse | None:
+    """What AWS answers a request with no credential (403 ``MissingAuthenticationTokenException``)
+    or one not signed with SigV4 (403 ``IncompleteSignatureException``); a Bedrock API key
+    (``Authorization: Bearer``) is accepted as the service accepts it."""
+    auth = request.headers.get("authorization", "")
+    if auth.startswith(("AWS4-HMAC-SHA256 ", "Bearer ")):
+        return None
+    if not auth:
+        return error(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
+    return error(
+        403,
+        "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters.",
+        "IncompleteSignatureException",
     )
 
 
@@ -316,7 +333,7 @@ def router(emu: BedrockEmulator) -> APIRouter:  # noqa: C901 - its endpoints are
             if token and token in emu.tokens:  # the native idempotency key: the same job again
                 return {"jobArn": emu.jobs[emu.tokens[token]].arn}
             if any(j.body["jobName"] == body["jobName"] for j in emu.jobs.values()):
-                return error(409, f"A job named {body['jobName']} already exists.", "ConflictException")
+                return error(400, f"A job named {body['jobName']} already exists.", "ConflictException")
             alphabet = string.ascii_lowercase + string.digits
             job = StoredJob(
                 "".join(secrets.choice(alphabet) for _ in range(12)),

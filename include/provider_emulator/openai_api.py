@@ -72,6 +72,7 @@ class StoredBatch:
     completed: int = 0
     failed: int = 0
     validated: bool = False
+    model: str | None = None  # "Model ID used to process the batch": the model its requests name
 
 
 class OpenAIEmulator(core.JobFlow):
@@ -243,6 +244,7 @@ class OpenAIEmulator(core.JobFlow):
     def _finish(self, b: StoredBatch, status: str, done: int, unfinished_code: str | None) -> None:
         f = self.files[b.input_file_id]
         items = [json.loads(line) for line in core.jsonl_lines(f.data) if line.strip()]
+        b.total = len(items)  # also when cancelled before validation counted them: one error line each
         out_lines, err_lines = [], []
         for i, item in enumerate(items):
             cid = item["custom_id"]
@@ -326,7 +328,7 @@ class OpenAIEmulator(core.JobFlow):
             "id": b.id,
             "object": "batch",
             "endpoint": b.endpoint,
-            "model": None,
+            "model": b.model,
             "errors": {"object": "list", "data": b.errors} if b.errors else None,
             "input_file_id": b.input_file_id,
             "completion_window": "24h",
@@ -430,6 +432,7 @@ def router(emu: OpenAIEmulator) -> APIRouter:  # noqa: C901 - its endpoints are 
                 created_at=time.time(),
                 faults=emu.faults.model_copy(deep=True),
                 total=0,
+                model=_model_of(f.data),
             )
             emu.batches[b.id] = b
         emu.state.created["openai"].append(b.id)
@@ -475,6 +478,18 @@ def router(emu: OpenAIEmulator) -> APIRouter:  # noqa: C901 - its endpoints are 
         return completion
 
     return r
+
+
+def _model_of(data: bytes) -> str | None:
+    """The model the file's requests name (its first request's ``body.model``)."""
+    for line in core.jsonl_lines(data):
+        if line.strip():
+            try:
+                model_id = (json.loads(line).get("body") or {}).get("model")
+            except (ValueError, AttributeError):
+                return None
+            return str(model_id) if model_id else None
+    return None
 
 
 def _page(items: list[dict[str, Any]], limit: int, after: str | None) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from fastapi.responses import JSONResponse
 from provider_emulator import core
 from provider_emulator.faults import ProviderFaults
 
-PREFIX = "/vertex/v1beta1/projects/{project}/locations/{location}"
+#: the API versions served: the SDKs call v1beta1 (google-genai) or v1, and each answers with the
+#: fields of its own version (``usageMetadata.trafficType`` exists in v1 only)
+VERSIONS = ("v1", "v1beta1")
 STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -90,6 +92,7 @@ class StoredJob:
     output_dir: str | None = None
     lines: list[dict[str, Any]] | None = None
     validated: bool = False
+    api_version: str = "v1beta1"  # the version of the path the job was created through
 
     @property
     def name(self) -> str:
@@ -108,7 +111,7 @@ class VertexEmulator(core.JobFlow):
         return self.state.config.vertex
 
     def generate(
-        self, request: dict[str, Any], model_name: str, key: str, *, realtime: bool = False
+        self, request: dict[str, Any], model_name: str, key: str, *, realtime: bool = False, version: str = "v1beta1"
     ) -> tuple[core.LineOutcome, dict[str, Any]]:
         contents = request.get("contents") or []
         user_text = "\n".join(_text(c) for c in contents if c.get("role", "user") == "user")
@@ -144,14 +147,16 @@ class VertexEmulator(core.JobFlow):
                 "content": {"role": "model", "parts": [{"text": text}]},
                 "finishReason": "MAX_TOKENS" if outcome.fault == "non_json" else "STOP",
             }
+        usage: dict[str, Any] = {
+            "promptTokenCount": outcome.input_tokens,
+            "candidatesTokenCount": outcome.output_tokens,
+            "totalTokenCount": outcome.input_tokens + outcome.output_tokens,
+        }
+        if version == "v1":
+            usage["trafficType"] = "ON_DEMAND"
         return outcome, {
             "candidates": [candidate],
-            "usageMetadata": {
-                "promptTokenCount": outcome.input_tokens,
-                "candidatesTokenCount": outcome.output_tokens,
-                "totalTokenCount": outcome.input_tokens + outcome.output_tokens,
-                "trafficType": "ON_DEMAND",
-            },
+            "usageMetadata": usage,
             "modelVersion": model_name.rsplit("/", 1)[-1],
             "createTime": core.rfc3339(time.time()),
             "responseId": secrets.token_urlsafe(16),
@@ -209,7 +214,7 @@ class VertexEmulator(core.JobFlow):
         for item in lines[:done]:
             request = item["request"]
             key = (request.get("labels") or {}).get("custom_id") or json.dumps(request, sort_keys=True)
-            outcome, response = self.generate(request, model_name, key)
+            outcome, response = self.generate(request, model_name, key, version=job.api_version)
             row: dict[str, Any] = {"status": "", "processed_time": core.rfc3339(time.time()), "request": request}
             if outcome.failed:
                 status = job.faults.line_error_status
@@ -227,8 +232,9 @@ class VertexEmulator(core.JobFlow):
             ((job.body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix", "").rstrip("/")
         )
         job.output_dir = f"{prefix}/prediction-model-{stamp}"
-        data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in core.shuffled(out, job.faults, job.id))
-        self.gcs.write(f"{job.output_dir}/predictions.jsonl", data.encode())
+        if out:  # a job that did no row writes no predictions file (and storage refuses an empty upload)
+            data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in core.shuffled(out, job.faults, job.id))
+            self.gcs.write(f"{job.output_dir}/predictions.jsonl", data.encode())
         job.stats = {"successfulCount": ok, "failedCount": failed, "incompleteCount": len(lines) - done}
         if state is None:
             state = (
@@ -268,8 +274,15 @@ class VertexEmulator(core.JobFlow):
         return obj
 
 
-def router(emu: VertexEmulator) -> APIRouter:  # noqa: C901 - its endpoints are counted as one function
-    r = APIRouter(prefix=PREFIX)
+def router(emu: VertexEmulator) -> APIRouter:
+    both = APIRouter()
+    for version in VERSIONS:
+        both.include_router(_router(emu, version))
+    return both
+
+
+def _router(emu: VertexEmulator, version: str) -> APIRouter:  # noqa: C901 - its endpoints are counted as one
+    r = APIRouter(prefix=f"/vertex/{version}/projects/{{project}}/locations/{{location}}")
 
     def find(job_id: str) -> StoredJob | None:
         return emu.jobs.get(job_id)
@@ -292,6 +305,7 @@ def router(emu: VertexEmulator) -> APIRouter:  # noqa: C901 - its endpoints are 
                 body,
                 time.time(),
                 emu.faults.model_copy(deep=True),
+                api_version=version,
             )
             emu.jobs[job.id] = job
         emu.state.created["vertex"].append(job.id)
@@ -351,7 +365,7 @@ def router(emu: VertexEmulator) -> APIRouter:  # noqa: C901 - its endpoints are 
         return {
             "name": f"{job.name}/operations/{secrets.randbelow(10**18)}",
             "done": True,
-            "metadata": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1beta1.DeleteOperationMetadata"},
+            "metadata": {"@type": f"type.googleapis.com/google.cloud.aiplatform.{version}.DeleteOperationMetadata"},
         }
 
     @r.post("/publishers/{publisher}/models/{model_action}")
@@ -369,6 +383,7 @@ def router(emu: VertexEmulator) -> APIRouter:  # noqa: C901 - its endpoints are 
             f"publishers/{publisher}/models/{model_id}",
             json.dumps(body.get("contents"), sort_keys=True),
             realtime=True,
+            version=version,
         )
         if outcome.failed:
             status = emu.faults.line_error_status
