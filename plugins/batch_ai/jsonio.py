@@ -1,8 +1,11 @@
 """JSON on the hot paths: orjson, with the standard library where orjson would change a value.
 
 orjson reads an integer beyond 64 bits as a float (silently losing digits) and refuses to write
-one; JSON itself has no such limit and a source row may hold one. So a text with a run of 19 or
-more digits is read by :mod:`json`, and a value orjson cannot write is written by it.
+one; JSON itself has no such limit and a source row may hold one. So a text with a number of 19
+or more digits (a run of digits where a number can start: at the start, or after ``:``, ``,`` or
+``[``) is read by :mod:`json`, and a value orjson cannot write is written by it. Digits inside
+strings (ids such as ``req_000...1``) keep the fast path; one that looks like a number there only
+costs the slow path, never a wrong value.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import Any
 import orjson
 
 JSONDecodeError = json.JSONDecodeError  # orjson's is a subclass of it
-_LONG_NUMBER = re.compile(rb"\d{19}")
-_LONG_NUMBER_TEXT = re.compile(r"\d{19}")
+_LONG_NUMBER = re.compile(rb"(?:^|[:,\[])\s*-?\d{19}")
+_LONG_NUMBER_TEXT = re.compile(r"(?:^|[:,\[])\s*-?\d{19}")
 
 
 def loads(data: bytes | str) -> Any:
