@@ -15,7 +15,7 @@ from batch_ai.stages.run import RunInfo
 from batch_ai.workloads import Workload
 
 #: Records per page the gate checks at once (one great-expectations validation each).
-PAGE = 50_000
+PAGE = 20_000
 
 
 def gate(workload: Workload, ledger: Ledger, run: RunInfo):
