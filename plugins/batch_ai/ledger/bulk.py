@@ -7,10 +7,11 @@ a PostgreSQL array (``= ANY(:ids)``) or a JSON array SQLite unpacks (``json_each
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Connection, Text, any_, bindparam, func, literal_column, select
+from sqlalchemy import BigInteger, Connection, Select, Text, any_, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -28,3 +29,17 @@ def in_set(conn: Connection, column, values: Iterable[int] | Iterable[str]) -> C
         func.json_each(bindparam(None, orjson.dumps(values).decode()))
     )
     return column.in_(members.scalar_subquery())
+
+
+def keyset_pages(query: Select, id_column, fetch: Callable[[Select], list[Any]]) -> Iterator[list[Any]]:
+    """The rows of ``query`` (ordered by ``id_column``, with a ``limit``) a page at a time, each
+    fetched (``fetch(query)``: in a transaction of its own, or locked in the caller's) after the
+    last id of the page before: the caller may change a page's rows before it asks for the next,
+    and no offset is ever scanned twice."""
+    last = 0
+    while True:
+        page = fetch(query.where(id_column > last))
+        if not page:
+            return
+        last = page[-1].id
+        yield page

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import String, and_, bindparam, case, cast, func, insert, literal, or_, select, update
 
 from batch_ai.ledger import tables as t
-from batch_ai.ledger.bulk import STEP, in_set
+from batch_ai.ledger.bulk import STEP, in_set, keyset_pages
 from batch_ai.ledger.common import Change, chunks, utcnow
 from batch_ai.ledger.states import JobState, State
 
@@ -116,15 +116,9 @@ class JobsMixin:
             sent = select(ac.record_id).distinct().where(ac.run_id == run_id, ac.to_state == State.SUBMITTED)
             in_run = set(conn.scalars(sent))
             room = max(0, limit - len(in_run))
-        last = 0
-        while True:
-            q = free.where(rc.id > last)
-            if self.is_postgres:
-                q = q.with_for_update(skip_locked=True, of=t.records)
-            page = list(conn.execute(q))
-            if not page:
-                return
-            last = page[-1].id
+        if self.is_postgres:
+            free = free.with_for_update(skip_locked=True, of=t.records)
+        for page in keyset_pages(free, rc.id, lambda q: list(conn.execute(q))):
             if in_run is not None:
                 kept = [r for r in page if r.id in in_run]
                 fresh = [r for r in page if r.id not in in_run][:room]
@@ -180,14 +174,7 @@ class JobsMixin:
         in its own transaction (the caller may move the records of one before it asks for the next)."""
         rc = t.records.c
         q = select(rc.id, rc.custom_id).where(rc.job_id == job_id, rc.state == state).order_by(rc.id).limit(STEP)
-        last = 0
-        while True:
-            with self.engine.connect() as conn:
-                page = list(conn.execute(q.where(rc.id > last)))
-            if not page:
-                return
-            last = page[-1].id
-            yield page
+        return keyset_pages(q, rc.id, self._read)
 
     def job_attempts(self, job_id: int, state: State) -> list[Any]:
         """(id, attempts, custom_id) of a job's records in a state: what their custom ids are made of."""

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from batch_ai.errors import IllegalTransition
 from batch_ai.ledger import tables as t
-from batch_ai.ledger.bulk import STEP, in_set
+from batch_ai.ledger.bulk import STEP, in_set, keyset_pages
 from batch_ai.ledger.common import Change, RecordKey, chunks, utcnow
 from batch_ai.ledger.states import State, check_transitions
 
@@ -153,14 +153,12 @@ class RecordsMixin:
             .order_by(rc.id)
             .limit(size)
         )
-        last = 0
-        while True:
-            with self.engine.connect() as conn:
-                page = list(conn.execute(q.where(rc.id > last)))
-            if not page:
-                return
-            last = page[-1].id
-            yield page
+        return keyset_pages(q, rc.id, self._read)
+
+    def _read(self, query) -> list[Any]:
+        """The rows of a query, in a transaction of its own."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
 
     def mark_gated(self, ids: Sequence[int], run_id: str) -> None:
         """These records (still ``completed``) are what the run's quality gate checked."""
@@ -182,16 +180,9 @@ class RecordsMixin:
         )
         if gated_by is not None:
             q = q.where(rc.gated_run_id == gated_by)
-        last = 0
-        while True:
-            page_q = q.where(rc.id > last)
-            if self.is_postgres:
-                page_q = page_q.with_for_update(skip_locked=True)
-            page = list(conn.execute(page_q))
-            if not page:
-                return
-            last = page[-1].id
-            yield page
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        return keyset_pages(q, rc.id, lambda page: list(conn.execute(page)))
 
     def records_by_id(self, ids: Sequence[int]) -> dict[int, Any]:
         """What collecting a result needs of its record (id, source id, input, attempts, custom id,
