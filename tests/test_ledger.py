@@ -164,3 +164,25 @@ def test_changing_a_record_twice_in_one_operation_is_refused(ledger):
     rid = record_ids(ledger)["A"]
     with pytest.raises(ValueError, match="changed twice"):
         ledger.transition([Change(rid, State.SUBMITTED), Change(rid, State.SUBMITTED)], actor="test")
+
+
+def test_attempts_count_per_content(ledger):
+    """A later day's new content for the same source id starts its attempts afresh; the same
+    content keeps them (issue 13: one HTTP 500 sent a record to review after it had changed)."""
+    ledger.intake(KEY, "openai", "run1", rows("A", "B", "C"), actor="test")
+    ids = record_ids(ledger)
+    failed = [Change(ids[s], State.PROVIDER_ERROR, values={"attempts": 2}) for s in ("A", "B")]
+    ledger.transition([Change(ids[s], State.SUBMITTED) for s in ("A", "B")], actor="test")
+    ledger.transition(failed, actor="test")
+    ledger.transition([Change(ids["B"], State.QUEUED)], actor="test")  # B waits for its retry, still queued
+    ledger.transition([Change(ids["C"], State.SUBMITTED, values={"attempts": 1})], actor="test")
+
+    changed = rows("A", "B", "C")
+    for row in changed:
+        row.content_hash, row.data = f"{row.content_hash}-2", {"ticket_id": row.source_id, "body": "edited"}
+    ledger.intake(KEY, "openai", "run2", changed, actor="test")
+    with ledger.engine.connect() as conn:
+        attempts = dict(conn.execute(select(t.records.c.source_id, t.records.c.attempts)).all())
+    assert attempts == {"A": 0, "B": 0, "C": 1}  # C's job in flight answers for the old content
+    assert states(ledger) == {"A": "queued", "B": "queued", "C": "submitted"}
+    assert ledger.history(ids["A"])[-1].attempt == 0

@@ -211,6 +211,9 @@ def test_backfill_reruns_selected_states_and_invalid_outputs_only_with_a_new_ver
     with ledger.engine.connect() as conn:
         now = {r.source_id: (r.prompt_version, r.state) for r in conn.execute(select(t.records))}
     assert now == {"A": ("v2", "queued"), "B": ("v1", "queued"), "C": ("v1", "completed"), "D": ("v2", "queued")}
+    with ledger.engine.connect() as conn:
+        attempts = dict(conn.execute(select(t.records.c.source_id, t.records.c.attempts)).all())
+    assert attempts == {"A": 0, "B": 1, "C": 1, "D": 0}  # attempts count per idempotency key
     ledger.start_run("ticket_summaries", "backfill2")
     ledger.set_extracted("ticket_summaries", "backfill2", 3)
     assert ledger.run_accounting("ticket_summaries", "backfill2")["lost"] == 0

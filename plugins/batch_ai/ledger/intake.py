@@ -294,6 +294,7 @@ class _Pass:
                     input=bindparam("p_input"),
                     content_hash=bindparam("p_hash"),
                     source_date=bindparam("p_date"),
+                    attempts=0,  # attempts count per content
                     updated_at=self.now,
                 )
             )
@@ -315,7 +316,8 @@ class _Pass:
             return None, {"p_id": old.id, "p_input": r.data, "p_hash": r.content_hash, "p_date": r.source_date}
         if old.state in REQUEUE_ON_CHANGE:
             self.outcome["requeued"] += 1
-            return Change(old.id, State.QUEUED, "source content changed", self._fresh(r)), None
+            # attempts count per content: the new content has not been tried yet
+            return Change(old.id, State.QUEUED, "source content changed", self._fresh(r, attempts=0)), None
         # submitted: the job in flight answers for the old content
         log.warning(
             "record %s (source id %s) changed while %s; the new content is taken on the next run",
@@ -337,7 +339,8 @@ class _Pass:
             other.id,
             State.QUEUED,
             reason,
-            self._fresh(r, prompt_version=k.prompt_version, schema_version=k.schema_version),
+            # another prompt or schema is another idempotency key: its attempts start afresh
+            self._fresh(r, prompt_version=k.prompt_version, schema_version=k.schema_version, attempts=0),
         )
 
     def account(self, chunk: Sequence[IntakeRow], last_row: dict[str, IntakeRow], ids: dict[str, int]) -> None:
