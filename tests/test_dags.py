@@ -75,8 +75,21 @@ def test_dag_shape():
     assert dag.timetable.summary == "0 2 * * *"
 
 
+def test_every_task_of_ours_retries_with_back_off():
+    """A transient scheduler hiccup (a deferred task failed by a stale success) must not lose a
+    night: every task is idempotent and retried; only the person's approval is not ours."""
+    from batch_ai.dag_factory import build_dag
+
+    for dag_id in ("ticket_summaries", "compliance_review", "model_evaluation"):
+        for task in build_dag(dag_id).tasks:
+            if task.task_id == "approve_publish":
+                continue
+            assert task.retries >= 2 and task.retry_exponential_backoff, f"{dag_id}.{task.task_id}"
+
+
 def test_trigger_form_params_describe_backfills():
     from batch_ai.dag_factory import build_dag
+    from batch_ai.ledger.states import RERUN_STATES
 
     params = build_dag("ticket_summaries").params
     assert set(params) == {
@@ -93,6 +106,12 @@ def test_trigger_form_params_describe_backfills():
     assert params["dry_run"] is False and params["rerun_states"] == []
     # a default (nightly) run validates against the form's schema
     params.validate()
+    # the form (Airflow's UI) marks a field required unless its type allows null, and shows an
+    # array as a multi-select when the schema lists its values in `examples` or `enum`
+    for name in params:
+        assert "null" in params.get_param(name).schema["type"], f"{name} has a default but shows as required"
+    rerun = params.get_param("rerun_states").schema
+    assert rerun["examples"] == rerun["items"]["enum"] == RERUN_STATES
 
 
 def test_human_approval_of_the_publish_sits_between_the_gate_and_the_publish(tmp_path, monkeypatch):

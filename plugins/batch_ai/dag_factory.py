@@ -41,7 +41,9 @@ def run_params(prompt_version: str, schema_version: str) -> dict[str, Param]:
             format="date",
             title="Backfill: first day",
             description="Read the source files of every day from this one to `date_to` (both "
-            "included), instead of the run's own day. Leave empty for a nightly run.",
+            "included). Leave both empty to read what a nightly run would: a scheduled run its own "
+            "day, a run triggered here the last complete day before its logical date (yesterday, "
+            "if the logical date is left at now).",
         ),
         "date_to": Param(
             None,
@@ -52,8 +54,9 @@ def run_params(prompt_version: str, schema_version: str) -> dict[str, Param]:
         ),
         "rerun_states": Param(
             [],
-            type="array",
+            type=["array", "null"],  # null: not required in the form; examples: a multi-select
             items={"type": "string", "enum": RERUN_STATES},
+            examples=RERUN_STATES,
             title="Rerun records in these states",
             description="Send the records of those days that are in these states round again. "
             "invalid_output is rerun only with a new prompt or schema version; "
@@ -81,7 +84,7 @@ def run_params(prompt_version: str, schema_version: str) -> dict[str, Param]:
         ),
         "dry_run": Param(
             False,
-            type="boolean",
+            type=["boolean", "null"],
             title="Dry run",
             description="Report what would be submitted and what it would cost, and change nothing.",
         ),

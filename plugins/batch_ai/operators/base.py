@@ -24,7 +24,7 @@ from batch_ai.errors import BatchAIError, ErrorKind, ProviderCallError, StageErr
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers import BatchProvider, adapter_for
 from batch_ai.providers.base import classify_common
-from batch_ai.stages.run import RunInfo, RunParams
+from batch_ai.stages.run import RunInfo, RunParams, run_day
 from batch_ai.workloads import Workload, load_workload
 
 
@@ -48,8 +48,11 @@ class ProviderCallRetryPolicy(RetryPolicy):
         return RetryDecision.default()
 
 
-def provider_call_retries(kwargs: dict) -> dict:
-    """Default retries of a task that calls a provider: a few, with back-off, by the policy above."""
+def task_retries(kwargs: dict) -> dict:
+    """Default retries of every task: a few, with back-off, by the policy above. The tasks are
+    idempotent, so a retry is always safe: it saves a night from a transient provider error and
+    from a scheduler that loses track of a task (a stale success arriving for a re-queued
+    deferred task fails it); an error no retry fixes still fails at once."""
     kwargs.setdefault("retries", 2)
     kwargs.setdefault("retry_delay", timedelta(seconds=30))
     kwargs.setdefault("retry_exponential_backoff", True)
@@ -88,7 +91,7 @@ class WorkloadMixin:
         return RunInfo(
             # an evaluation keeps each target's run apart in the ledger
             run_id=context["run_id"] + (f"#{self.target}" if self.target else ""),
-            ds=context["ds"],
+            ds=run_day(context),
             data_interval_start=context.get("data_interval_start"),
             data_interval_end=context.get("data_interval_end"),
             params=params,
@@ -133,7 +136,7 @@ class WorkloadOperator(WorkloadMixin, BaseOperator):
     ui_color = "#e8f0fe"
 
     def __init__(self, *, workload: str, target: str | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**task_retries(kwargs))
         self.workload = workload
         self.target = target
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from airflow.sdk.exceptions import AirflowSkipException
 
 from batch_ai.errors import StageError
-from batch_ai.operators.base import WorkloadOperator, max_wait, provider_call_retries
+from batch_ai.operators.base import WorkloadOperator, max_wait
 from batch_ai.report import build_report, format_dry_run, format_report
 from batch_ai.stages import collect, gate, intake, plan, retry, sample, submit
 from batch_ai.stages.recovery import open_work
@@ -29,9 +29,6 @@ class ExtractOperator(WorkloadOperator):
 class SampleOperator(WorkloadOperator):
     """Real-time calls on a few queued records; fails the run before any batch spend if they look wrong."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**provider_call_retries(kwargs))
-
     def perform(self, context) -> dict[str, Any]:
         return sample.sample(
             self.loaded_workload, self.ledger, self.adapter, self.run_info(context, skip_in_dry_run=True)
@@ -43,7 +40,7 @@ class PlanJobsOperator(WorkloadOperator):
     into provider jobs within the limits; returns one token per job to finish."""
 
     def __init__(self, *, round_no: int = 0, **kwargs):
-        super().__init__(**provider_call_retries(kwargs))
+        super().__init__(**kwargs)
         self.round_no = round_no  # 0: the run's first pass; n: retry round n
 
     def perform(self, context) -> list[str]:
@@ -58,7 +55,7 @@ class _JobOperator(WorkloadOperator):
     provider: ClassVar[str | None] = None  # set by the provider-specific classes
 
     def __init__(self, *, token: str, **kwargs):
-        super().__init__(**provider_call_retries(kwargs))
+        super().__init__(**kwargs)
         self.token = token
 
 

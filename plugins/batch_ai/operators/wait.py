@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from batch_ai.errors import ErrorKind, ProviderCallError
 from batch_ai.ledger.states import JobState
-from batch_ai.operators.base import WorkloadMixin, max_wait, provider_call_retries
+from batch_ai.operators.base import WorkloadMixin, max_wait, task_retries
 from batch_ai.providers.base import JobInfo
 from batch_ai.stages import realtime
 from batch_ai.stages.submit import REALTIME, REFUSED, aware, provider_job
@@ -35,7 +35,7 @@ class BatchJobSensor(WorkloadMixin, BaseSensorOperator):
     provider: ClassVar[str | None] = None  # set by the provider-specific classes
 
     def __init__(self, *, workload: str, token: str, deferrable: bool = True, target: str | None = None, **kwargs):
-        super().__init__(**provider_call_retries(kwargs))
+        super().__init__(**task_retries(kwargs))
         self.workload = workload
         self.target = target
         self.token = token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from batch_ai.errors import StageError
@@ -89,3 +89,26 @@ class RunInfo:
     data_interval_start: datetime | None = None
     data_interval_end: datetime | None = None
     params: RunParams = field(default_factory=RunParams)
+
+
+def _value(x: Any) -> str:
+    return str(getattr(x, "value", x) or "")
+
+
+def run_day(context: Mapping[str, Any]) -> str:
+    """The day a run reads when its params name none (YYYY-MM-DD).
+
+    A scheduled night, a backfill's day and ``airflow dags test DAG DATE`` read their logical
+    date's day (a nightly run's data interval starts on the day it processes). A run triggered by
+    hand (the UI's Trigger form, the REST API, ``airflow dags trigger``) reads what a nightly run
+    of that moment would: the last complete day before its logical date, or before the moment it
+    was queued when it has no logical date (Airflow 3 allows that for manual runs)."""
+    dag_run = context.get("dag_run")
+    logical = context.get("logical_date")
+    by_hand = _value(getattr(dag_run, "run_type", None)) == "manual" and (
+        _value(getattr(dag_run, "triggered_by", None)) != "test"
+    )
+    if logical is not None and not by_hand:
+        return logical.date().isoformat()
+    moment = logical or getattr(dag_run, "run_after", None) or datetime.now(UTC)
+    return (moment - timedelta(days=1)).date().isoformat()
