@@ -22,9 +22,11 @@ def frame(*rows):
     return pd.DataFrame(list(rows), columns=["ticket_id", *W.spec.sink.columns])
 
 
-def test_clean_outputs_pass():
+def test_clean_outputs_pass_and_draw_no_progress_bars(capfd):
     verdict = run_gate(W, frame(GOOD, {**GOOD, "ticket_id": "T-2"}), 9, 1)
     assert verdict.success and verdict.checks and not verdict.failures()
+    # tqdm writes its bars to stderr, which Airflow's task log shows as error lines
+    assert "Calculating Metrics" not in capfd.readouterr().err
 
 
 def test_each_failed_expectation_is_named_with_numbers():

@@ -91,8 +91,11 @@ def run_gate(workload, outputs: Iterable[pd.DataFrame] | pd.DataFrame, valid: in
     run's share of invalid answers (``valid`` and ``invalid`` counts)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    # no tqdm bars: written to stderr, Airflow's task log shows each as an error line
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("batch_ai")
     assets = {}
     merged: dict[tuple[str, str | None], dict[str, Any]] = {}
