@@ -28,16 +28,17 @@ bench: $(STAMP)
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt requirements-emulator.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 # Re-freeze the full dependency set after changing a pin in requirements.txt.
 constraints:
 	rm -rf .venv-freeze && $(PYTHON) -m venv .venv-freeze
-	.venv-freeze/bin/pip install --quiet $$(grep -v '^-c' requirements.txt | grep -v '^#' | grep .)
+	.venv-freeze/bin/pip install --quiet $$(cat requirements.txt requirements-emulator.txt requirements-dev.txt \
+		| sed 's/#.*//' | grep -v '^-' | grep .)
 	.venv-freeze/bin/pip freeze > constraints.txt && rm -rf .venv-freeze
 
 clean:
