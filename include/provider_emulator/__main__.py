@@ -29,19 +29,20 @@ STAGING_BUCKET = "batch-ai-staging"  # made in both GCS and S3 at start, for sta
 EMULATOR_ROLE = "arn:aws:iam::123456789012:role/batch-ai-emulator"
 
 
-def listen(port: int) -> socket.socket:
-    """A socket bound to ``127.0.0.1:port`` (0: any free port), for uvicorn to serve on."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: any free port), for uvicorn to serve on."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, port))
+    sock.bind((host, port))
     return sock
 
 
-def settings(port: int, gcs_port: int, s3_port: int) -> dict:
-    """How each SDK and each Airflow connection reaches the emulator."""
-    base = f"http://{HOST}:{port}"
-    gcs = f"http://{HOST}:{gcs_port}"
-    s3 = f"http://{HOST}:{s3_port}"
+def settings(port: int, gcs_port: int, s3_port: int, host: str = HOST) -> dict:
+    """How each SDK and each Airflow connection reaches the emulator (at ``host``: the name
+    clients use for it, ``emulator`` in docker-compose.yaml)."""
+    base = f"http://{host}:{port}"
+    gcs = f"http://{host}:{gcs_port}"
+    s3 = f"http://{host}:{s3_port}"
     return {
         "base_url": base,
         "openai": {
@@ -98,22 +99,27 @@ def settings(port: int, gcs_port: int, s3_port: int) -> dict:
     }
 
 
-def start_storage(gcs_port: int, s3_port: int):
+def _local(host: str) -> str:
+    """How this process reaches its own servers listening on ``host``."""
+    return HOST if host in ("0.0.0.0", "") else host
+
+
+def start_storage(gcs_port: int, s3_port: int, host: str = HOST):
     """The GCS and S3 servers, in this process's threads, and the ports they listen on."""
     import boto3
     from gcp_storage_emulator.server import create_server
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
-    gcs = create_server(HOST, gcs_port, in_memory=True, default_bucket=STAGING_BUCKET)
+    gcs = create_server(host, gcs_port, in_memory=True, default_bucket=STAGING_BUCKET)
     gcs.start()
     gcs_port = gcs._api._httpd.server_address[1]  # the port it bound (0 asks for any free one)
-    s3 = ThreadedMotoServer(ip_address=HOST, port=s3_port, verbose=False)
+    s3 = ThreadedMotoServer(ip_address=host, port=s3_port, verbose=False)
     s3.start()
     s3_port = s3.get_host_and_port()[1]
     boto3.client(
         "s3",
-        endpoint_url=f"http://{HOST}:{s3_port}",
+        endpoint_url=f"http://{_local(host)}:{s3_port}",
         region_name=AWS_REGION,
         aws_access_key_id="emulator",
         aws_secret_access_key="emulator",
@@ -123,9 +129,11 @@ def start_storage(gcs_port: int, s3_port: int):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m provider_emulator", description=__doc__)
-    parser.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     parser.add_argument("--gcs-port", type=int, default=0)
     parser.add_argument("--s3-port", type=int, default=0)
+    parser.add_argument("--host", default=HOST, help="address to listen on (0.0.0.0 in a container)")
+    parser.add_argument("--public-host", default=None, help="the name clients reach it by (default: --host)")
     parser.add_argument("--faults", default=None, help="fault configuration: a JSON file or a JSON string")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
@@ -133,15 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.faults:
         text = args.faults if args.faults.lstrip().startswith("{") else Path(args.faults).read_text()
         config = FaultConfig.model_validate(json.loads(text))
-    gcs, s3, gcs_port, s3_port = start_storage(args.gcs_port, args.s3_port)
-    sock = listen(args.port)
+    gcs, s3, gcs_port, s3_port = start_storage(args.gcs_port, args.s3_port, args.host)
+    sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
+    public, local = args.public_host or args.host, _local(args.host)
     try:
         app = create_app(
             config,
-            gcs_url=f"http://{HOST}:{gcs_port}",
-            s3_url=f"http://{HOST}:{s3_port}",
-            on_ready=lambda: print(json.dumps(settings(port, gcs_port, s3_port)), flush=True),
+            gcs_url=f"http://{local}:{gcs_port}",
+            s3_url=f"http://{local}:{s3_port}",
+            on_ready=lambda: print(json.dumps(settings(port, gcs_port, s3_port, public)), flush=True),
         )
         uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level=args.log_level)).run(sockets=[sock])
     finally:
