@@ -186,3 +186,12 @@ def test_attempts_count_per_content(ledger):
     assert attempts == {"A": 0, "B": 0, "C": 1}  # C's job in flight answers for the old content
     assert states(ledger) == {"A": "queued", "B": "queued", "C": "submitted"}
     assert ledger.history(ids["A"])[-1].attempt == 0
+
+
+def test_pick_records_reads_the_chosen_positions_only(ledger):
+    ledger.intake(KEY, "openai", "run1", rows(*"ABCDEFGHIJ"), actor="test")
+    seen = []
+    count, picked = ledger.pick_records(KEY, State.QUEUED, lambda n: seen.append(n) or [7, 2])
+    assert count == 10 and seen == [10]
+    assert [r.source_id for r in picked] == ["H", "C"]  # in the chooser's order, positions in id order
+    assert ledger.pick_records(KEY, State.SUBMITTED, lambda n: range(n)) == (0, [])

@@ -140,9 +140,24 @@ class RecordsMixin:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def records_in_state(self, key: RecordKey, state: State) -> list[Any]:
+    def pick_records(
+        self, key: RecordKey, state: State, choose: Callable[[int], Sequence[int]]
+    ) -> tuple[int, list[Any]]:
+        """How many of the key's records are in ``state``, and those at the positions (in id
+        order) that ``choose(count)`` names, in its order: a sample, read in one pass over the
+        ids with only the chosen ones kept (as :meth:`records_by_id` gives them)."""
+        rc = t.records.c
+        where = and_(key.where(), rc.state == state)
         with self.engine.connect() as conn:
-            return list(conn.execute(select(t.records).where(key.where(), t.records.c.state == state)))
+            count = conn.scalar(select(func.count()).where(where))
+            positions = list(choose(count))
+            wanted, found = set(positions), {}
+            ids = conn.execution_options(yield_per=STEP).scalars(select(rc.id).where(where).order_by(rc.id))
+            for n, record_id in enumerate(ids):
+                if n in wanted:
+                    found[n] = record_id
+        records = self.records_by_id(list(found.values()))
+        return count, [records[found[n]] for n in positions if n in found]
 
     def ready_pages(self, key: RecordKey, size: int) -> Iterator[list[Any]]:
         """The key's ``completed`` records (id, source id, output), ``size`` at a time in id order."""

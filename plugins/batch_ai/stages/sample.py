@@ -23,11 +23,14 @@ log = logging.getLogger(__name__)
 
 def sample(workload: Workload, ledger: Ledger, adapter: BatchProvider, run: RunInfo) -> dict[str, Any]:
     """Run a few queued records in real time; stop before any batch spend if they look wrong."""
-    queued = ledger.records_in_state(workload.record_key(), State.QUEUED)
-    if not queued or workload.spec.sample.size == 0:
-        log.info("sample: nothing to sample (%d queued)", len(queued))
-        return {"size": 0, "queued": len(queued)}
-    picked = random.Random(run.run_id).sample(queued, min(workload.spec.sample.size, len(queued)))
+    size = workload.spec.sample.size
+    # the same records for the same run, read without holding the night's records in memory
+    queued, picked = ledger.pick_records(
+        workload.record_key(), State.QUEUED, lambda n: random.Random(run.run_id).sample(range(n), min(size, n))
+    )
+    if not queued or size == 0:
+        log.info("sample: nothing to sample (%d queued)", queued)
+        return {"size": 0, "queued": queued}
     prompts = {}
     for rec in picked:
         try:
@@ -36,9 +39,9 @@ def sample(workload: Workload, ledger: Ledger, adapter: BatchProvider, run: RunI
             log.warning("sample %s: the prompt template fails on it (%s); not sampled", rec.source_id, exc)
     picked = [rec for rec in picked if rec.id in prompts]
     if not picked:
-        return {"size": 0, "queued": len(queued)}
+        return {"size": 0, "queued": queued}
     tally = _call(workload, adapter, picked, prompts)
-    summary = _summarize(workload, run, tally, len(picked), len(queued))
+    summary = _summarize(workload, run, tally, len(picked), queued)
     ledger.set_run_detail(workload.name, run.run_id, "sample", summary)
     log.info("sample %s: %s", workload.name, json.dumps(summary))
     _judge(workload, summary)
