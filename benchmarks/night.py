@@ -4,8 +4,10 @@ the emulator set to answer at once, with the wall time of every task and the pea
     python benchmarks/night.py [--records 1000000] [--backend sqlite|postgresql]
 
 ``airflow dags test`` runs every task in one process, so that process's peak RSS bounds the peak
-of every task. The provider's own time is the time the night spent in its ``wait`` tasks (the
-emulator builds a job's results while it is polled); the pipeline overhead is everything else.
+of every task (the per-task figure is ``bench.py``'s, each stage in a process of its own). The
+provider's own time is what the emulator spent validating and answering the jobs (it does that
+when a job is read, inside the submit or the wait tasks), or the time the waits took, whichever
+is longer (so it is never counted twice); the pipeline overhead is everything else.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ def night(n: int, backend: str) -> dict:
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"the night failed:\n{log_path.read_text()[-6000:]}")
         tasks = task_times(home / "airflow.db")
+        answering = sum(emu.busy().values())
     failed = [f"{task} {state}" for task, _, state in tasks if state not in ("success", "skipped")]
     if failed:
         raise RuntimeError(f"the night ended with tasks not done: {', '.join(failed)}")
-    provider = sum(seconds for task, seconds, _ in tasks if task.rsplit(".", 1)[-1].startswith("wait"))
+    waits = sum(s for task, s, _ in tasks if task.rsplit(".", 1)[-1].startswith("wait"))
+    provider = max(answering, waits)  # the answering may happen inside a wait: never counted twice
     return {
         "records": n,
         "backend": backend,
@@ -87,7 +91,8 @@ def format_night(r: dict) -> str:
     lines = [
         f"### A {r['records']:,}-record night, {r['backend']} ledger (`airflow dags test`)",
         "",
-        f"- wall time {r['wall_s']:.0f} s; provider's own time (the `wait` tasks) {r['provider_s']:.0f} s",
+        f"- wall time {r['wall_s']:.0f} s; the provider's own time {r['provider_s']:.0f} s "
+        "(the emulator validating and answering, and the `wait` tasks)",
         f"- pipeline overhead **{r['overhead_s']:.0f} s** (goal ≤ {MAX_OVERHEAD_S} s: {overhead_ok})",
         f"- peak RSS **{r['peak_rss_mb']:.0f} MB** (goal ≤ {MAX_RSS_MB} MB: {rss_ok})",
         "",

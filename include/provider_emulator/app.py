@@ -115,6 +115,8 @@ class EmulatorState:
         self.calls: Counter = Counter()
         #: every job ever created, per provider (deleting a job does not take it off)
         self.created: dict[str, list[str]] = {p: [] for p in PROVIDERS}
+        #: seconds each provider spent validating and answering jobs (the provider's own time)
+        self.busy: Counter = Counter()
         self.configure(config)
 
     def configure(self, config: FaultConfig) -> None:
@@ -228,6 +230,10 @@ def create_app(  # noqa: C901 - its endpoints are counted as one function
     @app.get(f"{ADMIN}/fault-log")
     def fault_log() -> dict[str, Any]:
         return state.fault_log
+
+    @app.get(f"{ADMIN}/busy")
+    def busy() -> dict[str, float]:
+        return dict(state.busy)
 
     @app.get(f"{ADMIN}/calls")
     def calls() -> dict[str, int]:

@@ -86,9 +86,20 @@ class JobFlow:
     #: what a job failed by the ``failed_validation`` fault reports
     INVALID_INPUT: ClassVar[Any]
     lock: threading.RLock
+    state: Any  # the emulator's shared state (faults, logs, busy time)
 
     def advance(self, job) -> None:
-        """Bring a job's status up to date with the (scaled) clock."""
+        """Bring a job's status up to date with the (scaled) clock; the time spent validating and
+        answering is the provider's own (kept per provider: ``/_emulator/busy``)."""
+        started = time.perf_counter()
+        try:
+            self._advance(job)
+        finally:
+            self.state.busy[type(self).__module__.rsplit(".", 1)[-1].removesuffix("_api")] += (
+                time.perf_counter() - started
+            )
+
+    def _advance(self, job) -> None:
         with self.lock:
             if self.ended(job):
                 return

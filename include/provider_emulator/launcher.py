@@ -15,6 +15,22 @@ import httpx
 
 from provider_emulator.faults import FaultConfig
 
+#: the Airflow connection each provider's adapter uses by default
+CONN_IDS = {
+    "openai": "OPENAI_DEFAULT",
+    "anthropic": "ANTHROPIC_DEFAULT",
+    "vertex": "GOOGLE_CLOUD_DEFAULT",
+    "bedrock": "AWS_DEFAULT",
+}
+
+
+def connection_env(settings: dict[str, Any]) -> dict[str, str]:
+    """Environment variables defining the Airflow connections that point at an emulator with
+    these settings (the line it prints when it listens)."""
+    env = {f"AIRFLOW_CONN_{CONN_IDS[p]}": json.dumps(settings[p]["airflow_connection"]) for p in CONN_IDS}
+    env.update(settings["vertex"]["environment"])
+    return env
+
 
 class Emulator:
     """``with Emulator() as emu: emu.settings["openai"]["base_url"]``"""
@@ -77,20 +93,16 @@ class Emulator:
         """Every job the provider ever created (deleted ones included)."""
         return httpx.get(f"{self.base_url}/_emulator/created", timeout=10).json()[provider]
 
+    def busy(self) -> dict[str, float]:
+        """Seconds each provider spent validating and answering jobs: the provider's own time."""
+        return httpx.get(f"{self.base_url}/_emulator/busy", timeout=10).json()
+
     def calls(self) -> dict[str, int]:
         return httpx.get(f"{self.base_url}/_emulator/calls", timeout=10).json()
 
     def airflow_env(self) -> dict[str, str]:
         """Environment variables defining the Airflow connections that point at the emulator."""
-        conn_ids = {
-            "openai": "OPENAI_DEFAULT",
-            "anthropic": "ANTHROPIC_DEFAULT",
-            "vertex": "GOOGLE_CLOUD_DEFAULT",
-            "bedrock": "AWS_DEFAULT",
-        }
-        env = {f"AIRFLOW_CONN_{conn_ids[p]}": json.dumps(self.settings[p]["airflow_connection"]) for p in conn_ids}
-        env.update(self.settings["vertex"]["environment"])
-        return env
+        return connection_env(self.settings)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
