@@ -160,6 +160,30 @@ def cmd_history(args) -> int:
     return 0
 
 
+def cmd_stack(args) -> int:
+    from batch_ai import stack
+
+    args.pg = args.pg or stack.DEFAULT_PG
+    try:
+        return stack.main(args)
+    except stack.StackError as exc:
+        print(f"stack {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _stack_parser(sub) -> None:
+    stack = sub.add_parser(
+        "stack", help="a local deployment: api-server, scheduler, dag-processor, triggerer, Celery worker"
+    )
+    stack.add_argument("action", choices=("up", "down", "status", "env"))
+    stack.add_argument("--dir", default=str(REPO / ".stack"), help="where PIDs, logs and the Airflow home go")
+    stack.add_argument("--pg", default=None, help="PostgreSQL server URL (default: the local one)")
+    stack.add_argument("--database", default="batch_ai_stack", help="the database for the metadata and the ledger")
+    stack.add_argument("--port", type=int, default=8080, help="the api-server's port")
+    stack.add_argument("--date", default=None, help="the day of sample data to seed (default: yesterday)")
+    stack.set_defaults(func=cmd_stack)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_ai")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     hist.add_argument("--json", action="store_true")
     hist.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
     hist.set_defaults(func=cmd_history)
+    _stack_parser(sub)
     args = parser.parse_args(argv)
-    if getattr(args, "action", None) not in (None, "list") and not args.record_id:
+    if args.command == "review" and args.action != "list" and not args.record_id:
         parser.error(f"review {args.action} needs a record id")
     return args.func(args)
 

@@ -38,3 +38,15 @@ def test_the_day_a_run_reads(run_type, triggered_by, logical_date, day):
 def test_a_run_without_a_logical_date_never_needs_ds():
     ctx = context(DagRunType.MANUAL, DagRunTriggeredByType.REST_API, None)
     assert "ds" not in ctx and run_day(ctx) == "2026-11-28"
+
+
+def test_a_run_by_hand_reads_the_night_the_schedule_ran_last():
+    """At 01:00 the 02:00 schedule's last complete night began two days before, not yesterday."""
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    schedule = SimpleNamespace(timetable=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"))
+    early = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
+    ctx = {**context(DagRunType.MANUAL, DagRunTriggeredByType.UI, None, run_after=early), "dag": schedule}
+    assert run_day(ctx) == "2026-11-27"
+    later = {**context(DagRunType.MANUAL, DagRunTriggeredByType.UI, None), "dag": schedule}
+    assert run_day(later) == "2026-11-28"

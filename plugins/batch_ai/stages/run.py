@@ -111,4 +111,9 @@ def run_day(context: Mapping[str, Any]) -> str:
     if logical is not None and not by_hand:
         return logical.date().isoformat()
     moment = logical or getattr(dag_run, "run_after", None) or datetime.now(UTC)
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    timetable = getattr(context.get("dag"), "timetable", None)
+    if isinstance(timetable, CronDataIntervalTimetable):  # the night the scheduler would run last
+        return timetable.infer_manual_data_interval(run_after=moment).start.date().isoformat()
     return (moment - timedelta(days=1)).date().isoformat()
