@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,18 +40,10 @@ def ledger_url(backend: str, workdir: Path):
     if backend == "sqlite":
         yield f"sqlite:///{workdir / 'ledger.sqlite'}"
         return
-    import sqlalchemy as sa
+    from batch_ai.localenv import scratch_schema
 
-    engine = sa.create_engine(PG_URL)
-    schema = f"batch_ai_bench_{uuid.uuid4().hex[:8]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'create schema "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-        engine.dispose()
+    with scratch_schema(PG_URL, "batch_ai_bench") as url:
+        yield url
 
 
 def run_stage(stage: str, url: str, workdir: Path, env: dict[str, str], profile: Path | None = None) -> dict:

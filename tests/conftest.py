@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ for p in (REPO / "plugins", REPO / "include"):
         sys.path.insert(0, str(p))
 
 from batch_ai.ledger.store import Ledger  # noqa: E402
-from batch_ai.localenv import airflow_env, migrate  # noqa: E402
+from batch_ai.localenv import airflow_env, migrate, scratch_schema  # noqa: E402
 from provider_emulator.launcher import Emulator  # noqa: E402
 
 PG_URL = os.environ.get("BATCH_AI_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -52,18 +51,9 @@ def empty_ledger_url(backend: str, tmp_path: Path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
         return
-    import sqlalchemy as sa
-
-    engine = _postgres_or_skip()
-    schema = f"batch_ai_test_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'create schema "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-        engine.dispose()
+    _postgres_or_skip().dispose()
+    with scratch_schema(PG_URL, "batch_ai_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

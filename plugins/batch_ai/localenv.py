@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,3 +64,21 @@ def dags_test(
         return subprocess.run(
             dags_test_command(dag_id, logical_date, conf), env=env, stdout=log, stderr=subprocess.STDOUT
         )
+
+
+@contextlib.contextmanager
+def scratch_schema(url: str, prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own in the database at ``url``, for one test or benchmark: its
+    URL (the schema on the search path), and the schema dropped afterwards."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'create schema "{schema}"'))
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+        engine.dispose()
