@@ -1,5 +1,9 @@
-"""Which day a run reads when its params name none: scheduled and test runs their own day, runs
-triggered by hand (with or without a logical date) the last complete day, as a nightly run would."""
+"""Which day a run reads when its params name none: scheduled runs and backfills their own day;
+runs by hand their logical date's day when that night is over, else (the Trigger form left at
+now, no logical date) the last night complete, as a nightly run of that moment would read.
+
+The context is shaped as the Task SDK gives it (its DagRun has run_type and run_after, and no
+triggered_by)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from airflow.utils.types import DagRunType
 
 from batch_ai.stages.run import run_day
 
@@ -15,28 +19,29 @@ NIGHT = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 29, 10, 41, tzinfo=UTC)
 
 
-def context(run_type, triggered_by, logical_date, run_after=NOW):
-    run = SimpleNamespace(run_type=run_type, triggered_by=triggered_by, run_after=run_after)
-    return {"dag_run": run, "logical_date": logical_date}
+def context(run_type, logical_date, run_after=NOW, dag=None):
+    from airflow.sdk.api.datamodels._generated import DagRun
+
+    run = DagRun.model_construct(run_type=run_type, logical_date=logical_date, run_after=run_after)
+    return {"dag_run": run, "logical_date": logical_date, **({"dag": dag} if dag else {})}
 
 
 @pytest.mark.parametrize(
-    ("run_type", "triggered_by", "logical_date", "day"),
+    ("run_type", "logical_date", "day"),
     [
-        (DagRunType.SCHEDULED, DagRunTriggeredByType.TIMETABLE, NIGHT, "2026-11-25"),
-        (DagRunType.BACKFILL_JOB, DagRunTriggeredByType.BACKFILL, NIGHT, "2026-11-25"),
-        (DagRunType.MANUAL, DagRunTriggeredByType.TEST, NIGHT, "2026-11-25"),  # airflow dags test DAG DATE
-        (DagRunType.MANUAL, DagRunTriggeredByType.UI, NOW, "2026-11-28"),  # the Trigger form left at now
-        (DagRunType.MANUAL, DagRunTriggeredByType.REST_API, None, "2026-11-28"),  # no logical date
-        (DagRunType.MANUAL, DagRunTriggeredByType.CLI, None, "2026-11-28"),  # airflow dags trigger
+        (DagRunType.SCHEDULED, NIGHT, "2026-11-25"),
+        (DagRunType.BACKFILL_JOB, NIGHT, "2026-11-25"),
+        (DagRunType.MANUAL, NIGHT, "2026-11-25"),  # airflow dags test DAG DATE; airflow dags trigger -e DATE
+        (DagRunType.MANUAL, NOW, "2026-11-28"),  # the Trigger form's logical date left at now
+        (DagRunType.MANUAL, None, "2026-11-28"),  # no logical date (REST API, the form cleared)
     ],
 )
-def test_the_day_a_run_reads(run_type, triggered_by, logical_date, day):
-    assert run_day(context(run_type, triggered_by, logical_date)) == day
+def test_the_day_a_run_reads(run_type, logical_date, day):
+    assert run_day(context(run_type, logical_date)) == day
 
 
 def test_a_run_without_a_logical_date_never_needs_ds():
-    ctx = context(DagRunType.MANUAL, DagRunTriggeredByType.REST_API, None)
+    ctx = context(DagRunType.MANUAL, None)
     assert "ds" not in ctx and run_day(ctx) == "2026-11-28"
 
 
@@ -46,7 +51,7 @@ def test_a_run_by_hand_reads_the_night_the_schedule_ran_last():
 
     schedule = SimpleNamespace(timetable=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"))
     early = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
-    ctx = {**context(DagRunType.MANUAL, DagRunTriggeredByType.UI, None, run_after=early), "dag": schedule}
-    assert run_day(ctx) == "2026-11-27"
-    later = {**context(DagRunType.MANUAL, DagRunTriggeredByType.UI, None), "dag": schedule}
-    assert run_day(later) == "2026-11-28"
+    assert run_day(context(DagRunType.MANUAL, None, run_after=early, dag=schedule)) == "2026-11-27"
+    assert run_day(context(DagRunType.MANUAL, early, run_after=early, dag=schedule)) == "2026-11-27"
+    assert run_day(context(DagRunType.MANUAL, None, dag=schedule)) == "2026-11-28"
+    assert run_day(context(DagRunType.MANUAL, NIGHT, dag=schedule)) == "2026-11-25"

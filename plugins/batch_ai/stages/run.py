@@ -98,22 +98,30 @@ def _value(x: Any) -> str:
 def run_day(context: Mapping[str, Any]) -> str:
     """The day a run reads when its params name none (YYYY-MM-DD).
 
-    A scheduled night, a backfill's day and ``airflow dags test DAG DATE`` read their logical
-    date's day (a nightly run's data interval starts on the day it processes). A run triggered by
-    hand (the UI's Trigger form, the REST API, ``airflow dags trigger``) reads what a nightly run
-    of that moment would: the last complete day before its logical date, or before the moment it
-    was queued when it has no logical date (Airflow 3 allows that for manual runs)."""
+    A scheduled night and a backfill's day read their logical date's day (a nightly run's data
+    interval starts on the day it processes). A run triggered by hand (``airflow dags test DAG
+    DATE``, ``airflow dags trigger``, the REST API, the UI's Trigger form) reads its logical
+    date's day when that night was over by the time the run was queued; otherwise (the Trigger
+    form's logical date left at now, or no logical date at all, which Airflow 3 allows for manual
+    runs) it reads what a nightly run of that moment would: the last night the DAG's schedule
+    had complete by then. Both depend only on the run, so a cleared run reads the same day."""
     dag_run = context.get("dag_run")
     logical = context.get("logical_date")
-    by_hand = _value(getattr(dag_run, "run_type", None)) == "manual" and (
-        _value(getattr(dag_run, "triggered_by", None)) != "test"
-    )
-    if logical is not None and not by_hand:
+    if logical is not None and _value(getattr(dag_run, "run_type", None)) != "manual":
         return logical.date().isoformat()
-    moment = logical or getattr(dag_run, "run_after", None) or datetime.now(UTC)
+    moment = getattr(dag_run, "run_after", None) or logical or datetime.now(UTC)
+    last = _last_night(context.get("dag"), moment)
+    if logical is not None and logical.date() <= last:
+        return logical.date().isoformat()
+    return last.isoformat()
+
+
+def _last_night(dag: Any, moment: datetime) -> date:
+    """The day of the last night complete at ``moment``: the start of the schedule's last complete
+    interval, or the day before (a DAG with no cron schedule)."""
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-    timetable = getattr(context.get("dag"), "timetable", None)
-    if isinstance(timetable, CronDataIntervalTimetable):  # the night the scheduler would run last
-        return timetable.infer_manual_data_interval(run_after=moment).start.date().isoformat()
-    return (moment - timedelta(days=1)).date().isoformat()
+    timetable = getattr(dag, "timetable", None)
+    if isinstance(timetable, CronDataIntervalTimetable):
+        return timetable.infer_manual_data_interval(run_after=moment).start.date()
+    return (moment - timedelta(days=1)).date()
