@@ -19,7 +19,7 @@ class BatchAIReviewPlugin(AirflowPlugin):
             "name": "Review queue",
             "href": f"{PREFIX}/review",
             "url_route": "batch-ai-review",
-            "icon": None,
+            "icon": f"{PREFIX}/icon.svg",
             "destination": "nav",
         },
     ]

@@ -1,9 +1,10 @@
 """The review page: a FastAPI app the Airflow API server mounts at ``/batch-ai`` (see the plugin
 in ``plugins/batch_ai_review.py``), shown in the Airflow UI under "Review queue".
 
-Every route needs an Airflow login (the ``_token`` cookie the UI sets, or a Bearer token); the
-reviewer recorded in the audit is the logged-in user. Where the API server runs with the
-simple auth manager's "everyone is admin" switch there are no names, so the page asks for one.
+Every route but the navigation icon needs an Airflow login (the ``_token`` cookie the UI sets,
+or a Bearer token); the reviewer recorded in the audit is the logged-in user. Where the API
+server runs with the simple auth manager's "everyone is admin" switch there are no names, so
+the page asks for one.
 Decisions go through :func:`batch_ai.review.decide`, as the CLI's do.
 """
 
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Body, Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from batch_ai import review
 from batch_ai.ledger.store import Ledger
@@ -135,6 +136,21 @@ def decide_form(
         back["error"] = str(exc)
         back["name"] = reviewer
     return RedirectResponse(f"{PREFIX}/review?{urlencode(back)}", status_code=303)
+
+
+#: the navigation's icon: a tray with a check mark (records waiting for a person's decision)
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" '
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 13h5l2 3h4l2-3h5"/>'
+    '<path d="M5 13V6a2 2 0 0 1 2-2h10a2 2 0 0 1 2 2v7"/><path d="M3 13v5a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2v-5"/>'
+    '<path d="m9 9 2 2 4-4"/></svg>'
+)
+
+
+@app.get("/icon.svg")
+def icon() -> Response:
+    """The Review queue's icon in the Airflow UI's navigation (public: it shows no data)."""
+    return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
 @app.get("/review", response_class=HTMLResponse)
