@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from provider_emulator.__main__ import settings
+from provider_emulator.launcher import connection_env
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())  # anchors and << merged
@@ -61,15 +62,7 @@ def test_every_provider_connection_points_at_the_emulator_service():
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             env[key] = value.strip("'")
-    expected = settings(8099, 8098, 8097, "emulator")
-    conn_ids = {
-        "openai": "OPENAI_DEFAULT",
-        "anthropic": "ANTHROPIC_DEFAULT",
-        "vertex": "GOOGLE_CLOUD_DEFAULT",
-        "bedrock": "AWS_DEFAULT",
-    }
-    for provider, conn_id in conn_ids.items():
-        assert json.loads(env[f"AIRFLOW_CONN_{conn_id}"]) == expected[provider]["airflow_connection"], provider
-    assert env["STORAGE_EMULATOR_HOST"] == expected["vertex"]["environment"]["STORAGE_EMULATOR_HOST"]
+    # the same variables the launcher gives a local Airflow, for the emulator at `emulator`
+    assert env == connection_env(settings(8099, 8098, 8097, "emulator"))
     assert "--public-host" in (REPO / "Dockerfile").read_text()
     assert [f["path"] for f in SERVICES["airflow-worker"]["env_file"]] == [".env.emulator", ".env"]

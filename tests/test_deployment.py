@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from batch_ai import stack as stacking
 from batch_ai.ledger import tables as t
+from batch_ai.localenv import free_port
 from conftest import PG_URL, _postgres_or_skip
 from sample_data.tickets import write_day
 
@@ -44,7 +45,7 @@ def deployment(tmp_path):
     server = PG_URL.rsplit("/", 1)[0]
     database = f"batch_ai_deploy_{uuid.uuid4().hex[:8]}"
     stack = stacking.Stack(tmp_path / "stack")
-    state = stack.up(pg=server, database=database, port=stacking.free_port())
+    state = stack.up(pg=server, database=database, port=free_port())
     try:
         yield stack, state
     finally:

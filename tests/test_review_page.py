@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,13 @@ import pytest
 from sqlalchemy import select, text
 
 from batch_ai.ledger import tables as t
-from batch_ai.localenv import REPO, airflow_bin
+from batch_ai.localenv import REPO, airflow_bin, free_port
 from sample_data.tickets import write_day
 from test_e2e_ticket_summaries import DAY, Run
 
 pytestmark = pytest.mark.e2e
 
 USERS = {"alice": "alice-secret", "victor": "victor-secret"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ApiServer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -36,6 +37,13 @@ def airflow_env(home: Path, *, ledger_url: str, data_dir: Path, extra: dict[str,
     )
     env.update(extra or {})
     return env
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a server that takes a port number (not a socket)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def airflow_bin() -> str:

@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from batch_ai.localenv import REPO, airflow_bin, airflow_env
+from batch_ai.localenv import REPO, airflow_bin, airflow_env, free_port
 
 DEFAULT_DIR = REPO / ".stack"
 DEFAULT_PG = os.environ.get("BATCH_AI_STACK_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -34,12 +33,6 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker")
 
 class StackError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_server() -> str:
