@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from batch_ai import jsonio
 from batch_ai.errors import AmbiguousJob
 from batch_ai.providers.base import (
     BatchProvider,
@@ -205,7 +206,7 @@ class AnthropicBatchProvider(BatchProvider):
     @staticmethod
     def _parse_line(line: bytes, where: str, number: int) -> Result:
         try:
-            item = json.loads(line)
+            item = jsonio.loads(line)
             custom_id, result = item["custom_id"], item["result"]
             kind = result["type"]
         except (ValueError, KeyError, TypeError) as exc:

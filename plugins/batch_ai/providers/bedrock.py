@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from batch_ai import jsonio
 from batch_ai.errors import StageError
 from batch_ai.providers.anthropic import claude_params, claude_result
 from batch_ai.providers.base import (
@@ -185,7 +186,7 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
     @staticmethod
     def _parse_record(line: bytes, where: str, number: int) -> Result:
         try:
-            record = json.loads(line)
+            record = jsonio.loads(line)
             custom_id = record["recordId"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(where, number, f"not a batch output record ({exc})")

@@ -8,12 +8,12 @@ pointing it at the local emulator or at a proxy is a connection change, not a co
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from batch_ai import jsonio
 from batch_ai.providers.base import (
     BatchProvider,
     ErrorKind,
@@ -178,7 +178,7 @@ class OpenAIBatchProvider(BatchProvider):
     @staticmethod
     def _parse_line(line: bytes, file_id: str, number: int) -> Result:
         try:
-            item = json.loads(line)
+            item = jsonio.loads(line)
             custom_id = item["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(f"result file {file_id}", number, f"not a batch result line ({exc})")

@@ -13,11 +13,11 @@ e.g. the local emulator).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+from batch_ai import jsonio
 from batch_ai.providers.base import (
     BatchProvider,
     ErrorKind,
@@ -225,7 +225,7 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
     @staticmethod
     def _parse_row(line: bytes, where: str, number: int) -> Result:
         try:
-            row = json.loads(line)
+            row = jsonio.loads(line)
             custom_id = row["request"]["labels"]["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(where, number, f"not a prediction row with our custom id ({exc})")
