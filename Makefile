@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: demo test bench stack stack-down redis ui venv constraints clean
+.PHONY: demo test bench stack stack-down system-packages ui venv constraints clean
 
 demo: $(STAMP)
 	$(PY) -m batch_ai demo $(if $(PROVIDER),--provider $(PROVIDER))
@@ -15,23 +15,28 @@ ui: $(STAMP)
 	$(PY) -m batch_ai ui
 
 # the house style first (pyproject.toml), then the suite
-test: $(STAMP) redis
+test: $(STAMP) system-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # A local deployment without Docker: api-server, scheduler, dag-processor, triggerer, a Celery
 # worker (redis-server as its broker), PostgreSQL at 127.0.0.1:5432, the emulator. `make stack-down` stops it.
-stack: $(STAMP) redis
+stack: $(STAMP) system-packages
 	$(PY) -m batch_ai stack up
 
 stack-down: $(STAMP)
 	$(PY) -m batch_ai stack down
 
-# Debian's redis-server for the Celery broker, installed when missing (as root).
-redis:
-	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get update -q >/dev/null; apt-get install -y -q redis-server >/dev/null; }; } \
-		|| echo "redis-server is missing and this is not root: install Debian's redis-server"
+# What the deployment and browser tests need from Debian, installed when missing (as root):
+# redis-server (the stack's Celery broker) and chromium (Playwright drives it; no browser download).
+system-packages:
+	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; \
+		else echo "missing Debian packages:$$missing (not root: install them; their tests skip, and fail under CI=true)"; fi; \
+	fi
 
 # Each stage at 10k, 100k and 1M records on SQLite and PostgreSQL beside its raw limit, the
 # common.ai comparison, DAG parse times and a 1M-record night (about an hour; not part of `make test`).

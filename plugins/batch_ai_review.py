@@ -1,7 +1,7 @@
 """Airflow plugin: the batch-ai review queue as a page of the Airflow UI.
 
 The API server mounts the FastAPI app of :mod:`batch_ai.review_app` at ``/batch-ai``, and
-the UI shows it in its navigation as "Review queue".
+the UI shows it in its navigation as "Review".
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class BatchAIReviewPlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "batch-ai review queue"}]
     external_views = [
         {
-            "name": "Review queue",
+            "name": "Review",
             "href": f"{PREFIX}/review",
             "url_route": "batch-ai-review",
             "icon": f"{PREFIX}/icon.svg",

@@ -38,6 +38,22 @@ def _postgres_or_skip():
         pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory):
+    """A local deployment (api-server, scheduler, dag-processor, triggerer, Celery worker, redis,
+    the emulator, PostgreSQL): one per test session worker, shared by the tests of the ``stack``
+    xdist group, stopped (by PID) and its database dropped at the end."""
+    from stacked import required_binary, start
+
+    _postgres_or_skip().dispose()
+    required_binary("redis-server", "redis-server")
+    stack, state, drop = start(tmp_path_factory.mktemp("deployment"), PG_URL)
+    try:
+        yield stack, state
+    finally:
+        drop()
+
+
 @pytest.fixture
 def postgres_url():
     """The test PostgreSQL's URL (skipped with the reason where there is none, failed in CI)."""

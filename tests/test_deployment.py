@@ -7,15 +7,13 @@ What it proves: the nightly DAG, unpaused, runs on schedule and succeeds; a run 
 logical date, and one with params (a dry run), succeed; a 3-day backfill created through
 ``POST /api/v2/backfills`` runs each day once; the wait task is ``deferred`` while the job runs;
 the Celery worker executes the tasks; a worker killed during the wait and started again still
-ends with every record published once.
+ends with every record published once; the outputs that came back invalid are rerun, exactly
+they, with prompt v2 (the README's rerun command, through the REST API).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -23,83 +21,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from batch_ai import stack as stacking
 from batch_ai.ledger import tables as t
-from batch_ai.localenv import free_port
-from conftest import PG_URL, _postgres_or_skip
 from sample_data.tickets import write_day
+from stacked import DAG, Api, published_once
 
-pytestmark = pytest.mark.e2e
+# one stack for this module and test_ui_browser.py (runs after this one, on the same stack)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("stack")]
 
-DAG = "ticket_summaries"
 ROWS = 30
-
-
-@pytest.fixture
-def deployment(tmp_path):
-    _postgres_or_skip()
-    if not shutil.which("redis-server"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is missing: `make test` installs Debian's redis-server (as root)")
-        pytest.skip("redis-server is not installed (Debian's redis-server; `make test` installs it as root)")
-    server = PG_URL.rsplit("/", 1)[0]
-    database = f"batch_ai_deploy_{uuid.uuid4().hex[:8]}"
-    stack = stacking.Stack(tmp_path / "stack")
-    state = stack.up(pg=server, database=database, port=free_port())
-    try:
-        yield stack, state
-    finally:
-        stack.down()
-        engine = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'drop database if exists "{database}" with (force)'))
-        engine.dispose()
-
-
-class Api:
-    def __init__(self, base: str):
-        self.client = httpx.Client(base_url=f"{base}/api/v2", timeout=30)
-
-    def __call__(self, method: str, path: str, **kw):
-        r = self.client.request(method, path, **kw)
-        assert r.is_success, f"{method} {path}: {r.status_code} {r.text[:500]}"
-        return r.json()
-
-    def runs(self) -> list[dict]:
-        return self("GET", f"/dags/{DAG}/dagRuns", params={"limit": 100})["dag_runs"]
-
-    def tasks(self, run_id: str) -> dict[str, str]:
-        tis = self("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances", params={"limit": 100})["task_instances"]
-        return {ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"] for ti in tis}
-
-    def wait(self, run_id: str, timeout: float = 240, seen: set | None = None) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self("GET", f"/dags/{DAG}/dagRuns/{run_id}")
-            if seen is not None:
-                seen.update(f"{task}:{state}" for task, state in self.tasks(run_id).items())
-            if run["state"] in ("success", "failed"):
-                assert run["state"] == "success", f"{run_id} failed: {self.tasks(run_id)}"
-                return run
-            time.sleep(1)
-        raise AssertionError(f"{run_id} did not end in {timeout}s: {self.tasks(run_id)}")
-
-    def trigger(self, conf: dict | None = None) -> str:
-        # the body the UI's Trigger form sends, its logical date cleared
-        return self("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None, "conf": conf or {}})["dag_run_id"]
-
-
-def published_once(url: str) -> tuple[int, int]:
-    """(records published, the most times any record was published)."""
-    engine = sa.create_engine(url)
-    a = t.audit.c
-    with engine.connect() as conn:
-        per_record = (
-            sa.select(a.record_id, sa.func.count().label("n")).where(a.to_state == "published").group_by(a.record_id)
-        ).subquery()
-        count, most = conn.execute(sa.select(sa.func.count(), sa.func.max(per_record.c.n))).one()
-    engine.dispose()
-    return count, most or 0
 
 
 def test_the_nightly_dag_on_a_real_deployment_with_celery(deployment):
@@ -109,7 +38,7 @@ def test_the_nightly_dag_on_a_real_deployment_with_celery(deployment):
     days = [(today - timedelta(days=n)).isoformat() for n in range(1, 6)]  # yesterday first
     for n, day in enumerate(days):
         write_day(data, day, count=ROWS, first_id=100_000 + 1_000 * n)  # each day its own tickets
-    api = Api(state["api"])
+    api = Api(state["api"], stack)
 
     # unpaused, the scheduler runs the latest complete night at once (catchup is off)
     api("PATCH", f"/dags/{DAG}", json={"is_paused": False})
@@ -153,7 +82,9 @@ def test_the_nightly_dag_on_a_real_deployment_with_celery(deployment):
     assert {r["state"] for r in filled} == {"success"}
 
     # a job that runs ~15 s: the wait is deferred (no worker slot); the worker dies meanwhile
-    httpx.put(f"{state['emulator']}/_emulator/faults", json={"openai": {"time_scale": 10}}).raise_for_status()
+    # (and a few answers off the schema, for the rerun below)
+    faults = {"openai": {"time_scale": 10, "seed": 4, "realtime_faults": False, "malformed": {"bad_enum": 0.12}}}
+    httpx.put(f"{state['emulator']}/_emulator/faults", json=faults).raise_for_status()
     before, _ = published_once(state["db"])
     run_id = api.trigger({"date_from": days[4]})
     seen: set[str] = set()
@@ -167,13 +98,26 @@ def test_the_nightly_dag_on_a_real_deployment_with_celery(deployment):
     api.wait(run_id, seen=seen)
     after, most = published_once(state["db"])
     assert after > before and most == 1, "the day's records published, each once"
-    engine = sa.create_engine(state["db"])
-    with engine.connect() as conn:
-        open_records = conn.scalar(
-            sa.select(sa.func.count()).where(t.records.c.state.in_(["queued", "submitted", "completed"]))
-        )
-    engine.dispose()
-    assert open_records == 0, "nothing left queued, submitted or unpublished"
+    r = t.records.c
+    invalid = set(rows(state["db"], sa.select(r.id).where(r.state == "invalid_output")))
+    assert invalid, "the emulator's faults made some answers invalid"
+
+    # the README's rerun: those invalid outputs again, with prompt v2, through the REST API
+    httpx.put(f"{state['emulator']}/_emulator/faults", json={"openai": {}}).raise_for_status()
+    api.wait(api.trigger({"date_from": days[4], "rerun_states": ["invalid_output"], "prompt_version": "v2"}))
+    now = dict(rows(state["db"], sa.select(r.id, r.prompt_version).where(r.state == "published")))
+    assert {i for i, version in now.items() if version == "v2"} == invalid, "exactly the invalid ones, with v2"
+    assert published_once(state["db"])[1] == 1
+    open_records = rows(state["db"], sa.select(r.id).where(r.state.in_(["queued", "submitted", "completed"])))
+    assert open_records == [], "nothing left queued, submitted or unpublished"
 
     worker_log = (stack.dir / "worker.log").read_text()
     assert worker_log.count("Executing workload in Celery") >= 20, "the Celery worker ran the tasks"
+
+
+def rows(url: str, query) -> list:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = [row[0] if len(row) == 1 else tuple(row) for row in conn.execute(query)]
+    engine.dispose()
+    return found

@@ -118,7 +118,7 @@ def test_reviewers_decide_in_the_airflow_ui_and_the_cli_and_the_next_run_publish
         # the UI lists the page in its navigation
         plugins = httpx.get(f"{server.url}/api/v2/plugins", cookies=alice, timeout=10).json()
         views = [v for p in plugins["plugins"] for v in p.get("external_views", [])]
-        view = next(v for v in views if v["name"] == "Review queue")
+        view = next(v for v in views if v["name"] == "Review")
         assert {"href": "/batch-ai/review", "icon": "/batch-ai/icon.svg", "destination": "nav"}.items() <= view.items()
         icon = httpx.get(f"{server.url}{view['icon']}", timeout=10)
         assert icon.headers["content-type"] == "image/svg+xml" and icon.text.startswith("<svg")

@@ -132,6 +132,6 @@ def _print_reports(ledger_url: str, workloads: list[str]) -> tuple[dict[str, dic
             f"  export BATCH_AI_LEDGER_URL=sqlite:///{Path(ledger_url.removeprefix('sqlite:///')).relative_to(REPO)}\n"
             f"  .venv/bin/python -m batch_ai review list\n"
             f"  .venv/bin/python -m batch_ai review approve <id> --reviewer <your name>\n"
-            f"or in the Airflow UI (Review queue): make ui"
+            f"or in the Airflow UI (Review, in the navigation): make ui"
         )
     return reports, missing

@@ -142,7 +142,7 @@ def _outcome_lines(report: dict[str, Any]) -> list[str]:
     if report.get("review_queue"):
         lines.append(
             f"  review queue: {report['review_queue']} record(s) of {report['workload']} wait for a person "
-            f"(Airflow UI: Review queue; or python -m batch_ai review list)"
+            f"(Airflow UI: Review, in the navigation; or python -m batch_ai review list)"
         )
     if report.get("held"):
         lines.append(f"  held for a later run: {report['held']['reason']}")

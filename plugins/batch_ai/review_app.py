@@ -1,5 +1,5 @@
 """The review page: a FastAPI app the Airflow API server mounts at ``/batch-ai`` (see the plugin
-in ``plugins/batch_ai_review.py``), shown in the Airflow UI under "Review queue".
+in ``plugins/batch_ai_review.py``), shown in the Airflow UI under "Review" in its navigation.
 
 Every route but the navigation icon needs an Airflow login (the ``_token`` cookie the UI sets,
 or a Bearer token); the reviewer recorded in the audit is the logged-in user. Where the API

@@ -29,6 +29,7 @@ DEFAULT_PG = os.environ.get("BATCH_AI_STACK_PG", "postgresql+psycopg2://postgres
 #: the environment the stack sets for its components (kept in stack.json)
 OWN_ENV = ("AIRFLOW", "BATCH_AI", "STORAGE_EMULATOR", "PYTHONPATH")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker")
+ADMIN = "admin"  # the simple auth manager's one user; its password is in <dir>/passwords.json
 
 
 class StackError(RuntimeError):
@@ -137,7 +138,8 @@ class Stack:
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
                 "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
                 "AIRFLOW__API_AUTH__JWT_SECRET": _secret(self.dir),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(_passwords(self.dir)),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
@@ -209,8 +211,25 @@ def _secret(directory: Path) -> str:
     """One JWT secret the stack's components share (the workers' tokens are checked by the api-server)."""
     path = directory / "jwt-secret"
     if not path.exists():
+        path.touch(mode=0o600)
         path.write_text(os.urandom(24).hex())
     return path.read_text()
+
+
+def _passwords(directory: Path) -> Path:
+    """The simple auth manager's passwords file: a random password for the admin, made once,
+    readable by its owner only (the same file the api-server reads; never printed)."""
+    path = directory / "passwords.json"
+    if not path.exists():
+        import secrets
+
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({ADMIN: secrets.token_urlsafe(12)}))
+    return path
+
+
+def password(directory: Path = DEFAULT_DIR, user: str = ADMIN) -> str:
+    return json.loads(_passwords(Path(directory)).read_text())[user]
 
 
 def _alive(pid: int) -> bool:
@@ -258,7 +277,8 @@ def main(args) -> int:
         from batch_ai.demo import seed_all
 
         seed_all(Path(state["env"]["BATCH_AI_DATA_DIR"]), args.date or yesterday(), 120)
-        print(f"Airflow on {state['api']} (no login: every user is admin), the emulator on {state['emulator']}")
+        print(f"Airflow on {state['api']}, the emulator on {state['emulator']}")
+        print(f"log in as {ADMIN!r}, with the password in {stack.dir / 'passwords.json'}")
         print(
             f"metadata and ledger: {state['db']}; PIDs and logs in {stack.dir}; "
             "`python -m batch_ai stack down` stops it"
