@@ -3,6 +3,7 @@ on each of the four providers (switched with ``BATCH_AI_PROVIDER``, as the demo 
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -238,6 +239,33 @@ def test_faults_route_each_record_to_its_state(provider_run, tmp_path):
             in Reading(f"<input>\nSubject: {ticket['subject']}\n{ticket['body']}\n</input>").text
         )
     assert report["states"]["published"] == len(published)
+    assert_request_ids_are_kept(run, rows, faulted)
+
+
+#: what each provider names the request it answered with: OpenAI's per-line request id, the
+#: Claude message id (Anthropic, and Bedrock's Claude records), Vertex's responseId
+REQUEST_IDS = {"openai": r"[0-9a-f]{32}", "anthropic": r"msg_\w+", "bedrock": r"msg_\w+", "vertex": r"[\w-]{16,}"}
+
+
+def assert_request_ids_are_kept(run, rows, faulted) -> None:
+    """Every answered record holds its request id, on the record, on the audit row of the answer
+    and in the sink's lineage; history shows it."""
+    r, a = t.records.c, t.audit.c
+    answered = {x.custom_id for x in rows if faulted.get(x.custom_id) != "line_error"}
+    kept = dict(run.rows(select(r.custom_id, r.provider_request_id).where(r.custom_id.in_(answered))))
+    assert kept and all(re.fullmatch(REQUEST_IDS[run.provider], i or "") for i in kept.values()), kept
+    assert len(set(kept.values())) == len(kept)
+    audited = dict(
+        run.rows(
+            select(r.custom_id, a.request_id)
+            .join(t.audit, a.record_id == r.id)
+            .where(r.custom_id.in_(answered), a.from_state == "submitted")
+        )
+    )
+    assert audited == kept
+    published = select(r.source_id, r.provider_request_id).where(r.state == "published")
+    lineage = text("select ticket_id, provider_request_id from ticket_summaries where publish_status = 'published'")
+    assert dict(run.rows(lineage)) == dict(run.rows(published))
 
 
 def test_expired_job_publishes_what_was_done(provider_run, tmp_path):

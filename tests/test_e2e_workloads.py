@@ -181,3 +181,6 @@ def test_a_missed_deadline_answers_in_real_time_and_publishes_each_record_once(a
     assert publishes_per_record(run) == {1}
     assert emulator.jobs("openai") and run.scalar(text("select status from batch_ai_jobs")) == "cancelled"
     assert run.scalar(text("select count(*) from ticket_summaries where publish_status = 'published'")) == 100
+    # each real-time answer is kept with the id the API named its request with (x-request-id)
+    ids = [r[0] for r in run.rows(text("select provider_request_id from ticket_summaries"))]
+    assert len(ids) == 100 and all(i and i.startswith("req_") for i in ids) and len(set(ids)) == 100

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +137,14 @@ def provider_of(path: str) -> str | None:
     return next((name for name, face in FACES.items() if path.startswith(face.prefix)), None)
 
 
+#: The header each service names its request with (Vertex puts a ``responseId`` in the body instead).
+REQUEST_ID_HEADERS = {
+    "openai": ("x-request-id", lambda: f"req_{secrets.token_hex(16)}"),
+    "anthropic": ("request-id", lambda: f"req_{secrets.token_hex(12)}"),
+    "bedrock": ("x-amzn-RequestId", lambda: str(uuid.uuid4())),
+}
+
+
 def create_app(  # noqa: C901 - its endpoints are counted as one function
     config: FaultConfig | None = None,
     *,
@@ -178,6 +188,9 @@ def create_app(  # noqa: C901 - its endpoints are counted as one function
                 response.headers["x-should-retry"] = "true" if fault["should_retry"] else "false"
             return response
         response = await call_next(request)
+        if provider in REQUEST_ID_HEADERS:  # as the services do: the id support asks for
+            header, make = REQUEST_ID_HEADERS[provider]
+            response.headers[header] = make()
         delay = state.slow_responses[provider].take(request.method, api_path)
         if delay:  # served, and the answer is slow to come back (a connection that hangs)
             log.info("holding the answer to %s %s for %ss", request.method, path, delay["seconds"])

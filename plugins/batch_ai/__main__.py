@@ -149,9 +149,10 @@ def cmd_history(args) -> int:
         )
         for h in v["history"]:
             job = f"  job {h['job']}" if h["job"] else ""
+            request = f"  request {h['request_id']}" if h["request_id"] else ""
             print(
                 f"  {h['at']}  {h['from'] or 'new':>15} -> {h['to']:<15} by {h['by']:<18} attempt {h['attempt']}"
-                f"{job}  run {h['run_id'] or '-'}"
+                f"{job}{request}  run {h['run_id'] or '-'}"
             )
             if h["reason"]:
                 print(f"      {h['reason']}")
@@ -182,6 +183,38 @@ def _stack_parser(sub) -> None:
     stack.add_argument("--port", type=int, default=8080, help="the api-server's port")
     stack.add_argument("--date", default=None, help="the day of sample data to seed (default: yesterday)")
     stack.set_defaults(func=cmd_stack)
+
+
+def cmd_db(args) -> int:
+    from batch_ai.ledger import migrations
+    from batch_ai.ledger.engine import ledger_url, make_engine
+
+    if args.action == "history":
+        for revision, summary in migrations.history():
+            print(f"{revision}  {summary}")
+        return 0
+    engine = make_engine(args.ledger_url or ledger_url())
+    try:
+        if args.action == "upgrade":
+            applied = migrations.upgrade(engine)
+            print(f"applied {', '.join(applied)}" if applied else "nothing to do")
+        with engine.connect() as conn:
+            now = migrations.current(conn)
+        print(f"ledger {engine.url.render_as_string(hide_password=True)} is at {now or 'no revision'}", end="")
+        print(" (head)" if now == migrations.HEAD else f"; head is {migrations.HEAD}: `db upgrade`")
+    except migrations.SchemaError as exc:
+        print(f"db {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _db_parser(sub) -> None:
+    db = sub.add_parser("db", help="the ledger's schema: upgrade it, show its revision, list the revisions")
+    db.add_argument("action", choices=("upgrade", "current", "history"))
+    db.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
+    db.set_defaults(func=cmd_db)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     hist.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
     hist.set_defaults(func=cmd_history)
     _stack_parser(sub)
+    _db_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "review" and args.action != "list" and not args.record_id:
         parser.error(f"review {args.action} needs a record id")

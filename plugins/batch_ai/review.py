@@ -34,6 +34,7 @@ def history(ledger: Ledger, record_id: int) -> list[dict[str, Any]]:
             "run_id": r.run_id,
             "job": r.provider_job_id or r.token,
             "attempt": r.attempt,
+            "request_id": r.request_id,
             "reason": r.reason,
         }
         for r in ledger.history(record_id)
@@ -51,6 +52,7 @@ def view(ledger: Ledger, rec) -> dict[str, Any]:
         "schema_version": rec.schema_version,
         "model": rec.model,
         "attempts": rec.attempts,
+        "provider_request_id": rec.provider_request_id,
         "reason": rec.error_message,
         "error_kind": rec.error_kind,
         "validation_errors": rec.validation_errors or [],

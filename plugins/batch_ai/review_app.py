@@ -186,7 +186,8 @@ def _card(it: dict[str, Any], who: str, workload: str) -> str:
     problems = "".join(f"<li>{e(str(v))}</li>" for v in it["validation_errors"])
     history = "".join(
         f"<tr><td>{e(h['at'] or '')}</td><td>{e(h['from'] or 'new')} → {e(h['to'])}</td><td>{e(h['by'])}</td>"
-        f"<td>{e(str(h['attempt']))}</td><td>{e(h['job'] or '')}</td><td>{e(h['reason'] or '')}</td></tr>"
+        f"<td>{e(str(h['attempt']))}</td><td>{e(h['job'] or '')}</td><td>{e(h['request_id'] or '')}</td>"
+        f"<td>{e(h['reason'] or '')}</td></tr>"
         for h in it["history"]
     )
     editable = _pretty(it["output"] if it["output"] is not None else {})
@@ -201,7 +202,7 @@ def _card(it: dict[str, Any], who: str, workload: str) -> str:
     <div><h3>Output</h3><pre>{_pretty(it["output"]) if it["output"] is not None else "<i>none</i>"}</pre></div>
   </div>
   <details><summary>History ({len(it["history"])})</summary>
-    <table><tr><th>at</th><th>change</th><th>by</th><th>attempt</th><th>job</th><th>reason</th></tr>{history}</table></details>
+    <table><tr><th>at</th><th>change</th><th>by</th><th>attempt</th><th>job</th><th>request</th><th>reason</th></tr>{history}</table></details>
   <form method="post" action="{PREFIX}/review/{it["id"]}">
     <input type="hidden" name="workload" value="{e(workload)}">
     <details class="edit"><summary>Edit the output</summary><textarea name="output" rows="10">{editable}</textarea></details>

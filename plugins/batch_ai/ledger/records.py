@@ -73,6 +73,7 @@ class RecordsMixin:
                 "job_id": job_id,
                 "attempt": c.values.get("attempts", current[c.record_id].attempts),
                 "reason": c.reason,
+                "request_id": c.values.get("provider_request_id"),  # the answer this change is about
             }
             for c in changes
         ]

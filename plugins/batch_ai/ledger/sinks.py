@@ -31,9 +31,11 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    inspect,
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -70,6 +72,8 @@ def sink_table(name: str, key: str, columns: list[str], output_schema: dict[str,
         Column("model", String(100), nullable=False),
         Column("run_id", String(250), nullable=False),
         Column("published_at", DateTime(timezone=True), nullable=True),
+        # lineage added later: a sink table made before it gains the column (nullable) when next used
+        Column("provider_request_id", String(200), nullable=True),
     )
 
 
@@ -84,7 +88,18 @@ class SinksMixin:
         """The sink's table, created if missing."""
         table = sink_table(sink.table, sink.key, sink.columns, output_schema)
         self.create(table)
+        self._add_missing_columns(table)
         return table
+
+    def _add_missing_columns(self, table: Table) -> None:
+        """Nullable columns the table's definition has and the table in the database lacks (a
+        sink made by an earlier version), added in place; nothing in it changes."""
+        with self.engine.begin() as conn:
+            have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f'alter table "{table.name}" add column "{column.name}" {kind}'))
 
     def mark_pending(self, key: RecordKey, sink, output_schema: dict[str, Any]) -> int:
         """Add a ``pending`` row for each queued record that has no row yet (one set-based
@@ -200,9 +215,10 @@ class _PublishPage:
             literal(key.model),
             literal(self.run_id),
             bindparam(None, self.now, type_=table.c.published_at.type),
+            rc.provider_request_id,
         ).where(page, rc.state == State.COMPLETED)
         columns = [sink.key, *sink.columns, "publish_status", "source_date", "record_id", "prompt_version"]
-        columns += ["schema_version", "model", "run_id", "published_at"]
+        columns += ["schema_version", "model", "run_id", "published_at", "provider_request_id"]
         stmt = _insert(self.conn, table).from_select(columns, rows)
         current = table.c.source_date
         return stmt.on_conflict_do_update(

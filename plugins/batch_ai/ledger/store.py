@@ -10,9 +10,9 @@ changes go through :func:`states.check_transitions` and leave one audit row each
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, Table, text
 
-from batch_ai.ledger import tables as t
+from batch_ai.ledger import migrations
 from batch_ai.ledger.common import CHUNK, Change, IntakeRow, RecordKey, chunks, utcnow
 from batch_ai.ledger.engine import ledger_url, make_engine
 from batch_ai.ledger.intake import IntakeMixin
@@ -33,17 +33,18 @@ class Ledger(RecordsMixin, IntakeMixin, JobsMixin, JobTreesMixin, RunsMixin, Pub
 
     @classmethod
     def connect(cls, url=None) -> Ledger:
+        """The ledger at ``url`` (default: :func:`ledger_url`), its schema upgraded when it is behind."""
         ledger = cls(make_engine(url or ledger_url()))
-        ledger.create(t.metadata)
+        migrations.ensure_current(ledger.engine)
         return ledger
 
-    def create(self, what) -> None:
-        """Create missing tables (a ``MetaData`` or one ``Table``). On PostgreSQL under an
-        advisory lock: two runs starting at once on a new database must not both create them."""
+    def create(self, table: Table) -> None:
+        """Create a sink table when missing. On PostgreSQL under an advisory lock: two runs
+        starting at once on a new database must not both create it."""
         with self.engine.begin() as conn:
             if self.is_postgres:
                 conn.execute(text("select pg_advisory_xact_lock(hashtext('batch_ai.create_tables'))"))
-            what.create(conn, checkfirst=True) if isinstance(what, t.Table) else what.create_all(conn)
+            table.create(conn, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

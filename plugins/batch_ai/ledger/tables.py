@@ -1,4 +1,7 @@
-"""Ledger tables (SQLAlchemy Core). Work the same on SQLite and PostgreSQL."""
+"""Ledger tables (SQLAlchemy Core). Work the same on SQLite and PostgreSQL.
+
+A change here is a new revision in ``migrations/versions/`` (``tests/test_migrations.py`` fails
+while the two differ)."""
 
 from __future__ import annotations
 
@@ -60,6 +63,8 @@ records = Table(
     # the run whose quality gate checked this output (cleared by any change of the record): a
     # publish takes exactly the records its run's gate checked
     Column("gated_run_id", String(250), nullable=True),
+    # the provider's id of the request that gave the latest answer (each attempt's: on its audit row)
+    Column("provider_request_id", String(200), nullable=True),
     UniqueConstraint(
         "workload", "source_id", "prompt_version", "model", "schema_version", name="uq_batch_ai_records_key"
     ),
@@ -110,6 +115,7 @@ audit = Table(
     Column("job_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=True),
     Column("attempt", Integer, nullable=True),
     Column("reason", Text, nullable=True),
+    Column("request_id", String(200), nullable=True),  # the provider's id of the request answered
     Index("ix_batch_ai_audit_record", "record_id"),
 )
 

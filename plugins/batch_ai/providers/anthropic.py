@@ -72,6 +72,7 @@ def claude_result(custom_id: str, message: dict[str, Any]) -> Result:
     """A Claude message (as JSON) as a :class:`Result`: the forced tool's input is the answer."""
     usage = message.get("usage") or {}
     tokens = {"input_tokens": usage.get("input_tokens") or 0, "output_tokens": usage.get("output_tokens") or 0}
+    tokens["request_id"] = message.get("id")  # the message id
     content = message.get("content") or []
     if message.get("stop_reason") == "refusal":
         return Result(custom_id, refusal="".join(b.get("text", "") for b in content) or "refused", **tokens)
@@ -231,6 +232,9 @@ class AnthropicBatchProvider(BatchProvider):
             message = self.client.messages.create(**self._params(prompt, options))
         except anthropic.APIStatusError as exc:
             return Result(
-                custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500]
+                custom_id,
+                error_kind=error_kind_for_http_status(exc.status_code),
+                error_message=str(exc)[:500],
+                request_id=exc.request_id,
             )
         return claude_result(custom_id, message.model_dump(mode="json"))

@@ -95,6 +95,8 @@ class Result:
     error_message: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    #: the provider's id of the request (its support asks for it): kept per attempt in the ledger
+    request_id: str | None = None
 
     @property
     def answered(self) -> bool:

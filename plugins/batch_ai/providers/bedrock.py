@@ -205,6 +205,13 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
                 modelId=options.model, body=json.dumps(self._body(prompt, options)), contentType="application/json"
             )
         except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
-            return Result(custom_id, error_kind=error_kind_for_http_status(status), error_message=str(exc)[:500])
-        return claude_result(custom_id, json.loads(response["body"].read()))
+            meta = exc.response.get("ResponseMetadata", {})
+            return Result(
+                custom_id,
+                error_kind=error_kind_for_http_status(meta.get("HTTPStatusCode", 500)),
+                error_message=str(exc)[:500],
+                request_id=meta.get("RequestId"),
+            )
+        result = claude_result(custom_id, json.loads(response["body"].read()))
+        result.request_id = response.get("ResponseMetadata", {}).get("RequestId") or result.request_id
+        return result

@@ -182,19 +182,9 @@ class OpenAIBatchProvider(BatchProvider):
             custom_id = item["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(f"result file {file_id}", number, f"not a batch result line ({exc})")
-        response, error = item.get("response"), item.get("error")
-        if response and response.get("status_code") == 200:
-            return _from_completion(custom_id, response.get("body") or {})
-        if error:
-            kind = _LINE_ERROR_CODES.get(error.get("code"), ErrorKind.UNKNOWN)
-            return Result(custom_id, error_kind=kind, error_message=f"{error.get('code')}: {error.get('message')}")
-        status = (response or {}).get("status_code", 0)
-        body_error = ((response or {}).get("body") or {}).get("error") or {}
-        return Result(
-            custom_id,
-            error_kind=error_kind_for_http_status(status),
-            error_message=f"HTTP {status}: {body_error.get('message', 'no message')}",
-        )
+        result = _line_result(custom_id, item)
+        result.request_id = (item.get("response") or {}).get("request_id") or item.get("id")
+        return result
 
     # -- real time -------------------------------------------------------------------------
 
@@ -205,9 +195,30 @@ class OpenAIBatchProvider(BatchProvider):
             completion = self.client.chat.completions.create(**self._body(prompt, options))
         except openai.APIStatusError as exc:  # after the SDK's own retries
             return Result(
-                custom_id, error_kind=error_kind_for_http_status(exc.status_code), error_message=str(exc)[:500]
+                custom_id,
+                error_kind=error_kind_for_http_status(exc.status_code),
+                error_message=str(exc)[:500],
+                request_id=exc.request_id,
             )
-        return _from_completion(custom_id, completion.model_dump())
+        result = _from_completion(custom_id, completion.model_dump())
+        result.request_id = completion._request_id or completion.id  # the x-request-id header
+        return result
+
+
+def _line_result(custom_id: str, item: dict[str, Any]) -> Result:
+    response, error = item.get("response"), item.get("error")
+    if response and response.get("status_code") == 200:
+        return _from_completion(custom_id, response.get("body") or {})
+    if error:
+        kind = _LINE_ERROR_CODES.get(error.get("code"), ErrorKind.UNKNOWN)
+        return Result(custom_id, error_kind=kind, error_message=f"{error.get('code')}: {error.get('message')}")
+    status = (response or {}).get("status_code", 0)
+    body_error = ((response or {}).get("body") or {}).get("error") or {}
+    return Result(
+        custom_id,
+        error_kind=error_kind_for_http_status(status),
+        error_message=f"HTTP {status}: {body_error.get('message', 'no message')}",
+    )
 
 
 def _from_completion(custom_id: str, body: dict[str, Any]) -> Result:

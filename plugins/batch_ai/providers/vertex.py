@@ -265,6 +265,7 @@ def _from_response(custom_id: str, response: dict[str, Any]) -> Result:
     tokens = {
         "input_tokens": int(usage.get("promptTokenCount") or usage.get("prompt_token_count") or 0),
         "output_tokens": int(usage.get("candidatesTokenCount") or usage.get("candidates_token_count") or 0),
+        "request_id": response.get("responseId") or response.get("response_id"),
     }
     candidates = response.get("candidates") or []
     if not candidates:

@@ -86,6 +86,7 @@ def publish(
                 "prompt_version": key.prompt_version,
                 "schema_version": key.schema_version,
                 "model": key.model,
+                "provider_request_id": r.provider_request_id,
                 "run_id": run_id,
                 "published_at": now.isoformat(),
             }

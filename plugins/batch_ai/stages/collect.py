@@ -239,12 +239,8 @@ def review_reason(workload: Workload, custom_id: str, output: dict[str, Any]) ->
 
 
 def change_for(workload: Workload, rec, result, validator: OutputValidator, total_cost: float) -> Change:
-    usage = {
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "cost_usd": total_cost,
-        "completed_at": utcnow(),
-    }
+    usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost_usd": total_cost}
+    usage.update(completed_at=utcnow(), provider_request_id=result.request_id)
     if not result.answered:
         return Change(
             rec.id,
