@@ -180,3 +180,34 @@ def test_the_db_command_upgrades_and_says_where_the_ledger_is(tmp_path):
     assert db("upgrade").splitlines() == ["applied 0001, 0002", f"ledger {url} is at 0002 (head)"]
     assert db("upgrade").splitlines()[0] == "nothing to do"
     assert "0002  Provider request ids, per attempt." in db("history")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sink_table_made_before_a_lineage_column_gains_it_with_its_rows_kept(backend, tmp_path):
+    from batch_ai.workloads import load_workload
+
+    workload = load_workload("ticket_summaries")
+    sink = workload.spec.sink
+    with empty_ledger_url(backend, tmp_path) as url:
+        ledger = Ledger.connect(url)
+        with ledger.engine.begin() as conn:  # the table as an earlier version made it
+            conn.execute(
+                sa.text(
+                    f'create table "{sink.table}" ("{sink.key}" varchar(200) primary key, summary text,'
+                    " publish_status varchar(20) not null, source_date date, record_id bigint not null,"
+                    " prompt_version varchar(50) not null, schema_version varchar(50) not null,"
+                    " model varchar(100) not null, run_id varchar(250) not null, published_at timestamp)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    f"insert into \"{sink.table}\" values ('T-1', 'Hi', 'published', null, 1, 'v1', 'v1',"
+                    " 'gpt-4o-mini', 'run1', null)"
+                )
+            )
+        table = ledger.sink_table(sink, workload.output_schema)
+        with ledger.engine.connect() as conn:
+            assert "provider_request_id" in {c["name"] for c in sa.inspect(conn).get_columns(sink.table)}
+            row = conn.execute(sa.select(table.c[sink.key], table.c.summary, table.c.provider_request_id)).one()
+        assert tuple(row) == ("T-1", "Hi", None)
+        ledger.dispose()
