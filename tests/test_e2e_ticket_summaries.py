@@ -244,7 +244,7 @@ def test_faults_route_each_record_to_its_state(provider_run, tmp_path):
 
 #: what each provider names the request it answered with: OpenAI's per-line request id, the
 #: Claude message id (Anthropic, and Bedrock's Claude records), Vertex's responseId
-REQUEST_IDS = {"openai": r"[0-9a-f]{32}", "anthropic": r"msg_\w+", "bedrock": r"msg_\w+", "vertex": r"[\w-]{16,}"}
+REQUEST_IDS = {"openai": r"req_[0-9a-f]{32}", "anthropic": r"msg_\w+", "bedrock": r"msg_\w+", "vertex": r"[\w-]{16,}"}
 
 
 def assert_request_ids_are_kept(run, rows, faulted) -> None:

@@ -272,7 +272,7 @@ class OpenAIEmulator(core.JobFlow):
                         "error": None,
                         "response": {
                             "status_code": status_code,
-                            "request_id": secrets.token_hex(16),
+                            "request_id": f"req_{secrets.token_hex(16)}",
                             "body": {
                                 "error": {
                                     "message": "The server had an error while processing your request."
@@ -296,7 +296,7 @@ class OpenAIEmulator(core.JobFlow):
                     "error": None,
                     "response": {
                         "status_code": 200,
-                        "request_id": secrets.token_hex(16),
+                        "request_id": f"req_{secrets.token_hex(16)}",
                         "body": body,
                     },
                 }
