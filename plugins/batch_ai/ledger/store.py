@@ -3,9 +3,10 @@
 :class:`Ledger` is a thin facade over one part per table family, each its own module:
 records and their state changes (:mod:`.records`), intake (:mod:`.intake`), provider jobs
 (:mod:`.jobs`, :mod:`.job_trees`), runs and their accounting (:mod:`.runs`), publications to files
-(:mod:`.publications`) and the table sinks (:mod:`.sinks`). All SQL of the package lives in
-``batch_ai.ledger``. Writes are bulk statements inside one transaction per operation; state
-changes go through :func:`states.check_transitions` and leave one audit row each.
+(:mod:`.publications`), the table sinks (:mod:`.sinks`) and retention (:mod:`.retention`).
+All SQL of the package lives in ``batch_ai.ledger``. Writes are bulk statements inside one
+transaction per operation; state changes go through :func:`states.check_transitions` and leave
+one audit row each.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from batch_ai.ledger.job_trees import JobTreesMixin
 from batch_ai.ledger.jobs import JobsMixin
 from batch_ai.ledger.publications import PublicationsMixin
 from batch_ai.ledger.records import RecordsMixin
+from batch_ai.ledger.retention import RetentionMixin
 from batch_ai.ledger.runs import RunsMixin
 from batch_ai.ledger.sinks import SinksMixin
 
 __all__ = ["CHUNK", "Change", "IntakeRow", "Ledger", "RecordKey", "chunks", "utcnow"]
 
 
-class Ledger(RecordsMixin, IntakeMixin, JobsMixin, JobTreesMixin, RunsMixin, PublicationsMixin, SinksMixin):
+class Ledger(
+    RecordsMixin, IntakeMixin, JobsMixin, JobTreesMixin, RunsMixin, PublicationsMixin, SinksMixin, RetentionMixin
+):
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"

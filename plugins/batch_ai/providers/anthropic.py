@@ -164,6 +164,16 @@ class AnthropicBatchProvider(BatchProvider):
     def cancel(self, provider_job_id: str) -> None:
         self.client.messages.batches.cancel(provider_job_id)
 
+    def staged_files(self, job: JobInfo) -> list[tuple[str, int | None]]:
+        """The batch itself, while it exists: it holds the results (their size is not given)."""
+        import anthropic
+
+        try:
+            self.client.messages.batches.retrieve(job.provider_job_id)
+        except anthropic.NotFoundError:
+            return []
+        return [(job.provider_job_id, None)]
+
     def cleanup(self, job: JobInfo) -> None:
         self.client.messages.batches.delete(job.provider_job_id)
         log.info("deleted message batch %s and its results", job.provider_job_id)

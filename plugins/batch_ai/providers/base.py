@@ -205,6 +205,15 @@ class BatchProvider(abc.ABC):
     def cleanup(self, job: JobInfo) -> None:
         """Delete what we staged for the job (input and result files)."""
 
+    def staged_files(self, job: JobInfo) -> list[tuple[str, int | None]]:
+        """What is still kept for the job at the provider, as (name, bytes; ``None`` where the
+        provider does not say): what the retention policy deletes, and reports as freed."""
+        return []
+
+    def delete_staged(self, job: JobInfo, names: list[str]) -> None:
+        """Delete these of the job's files (names from :meth:`staged_files`)."""
+        self.cleanup(job)
+
     @abc.abstractmethod
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
         """One synchronous call, as used by the sample step."""

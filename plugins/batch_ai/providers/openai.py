@@ -7,6 +7,7 @@ pointing it at the local emulator or at a proxy is a connection change, not a co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -30,6 +31,7 @@ from batch_ai.providers.base import (
 from batch_ai.providers.request_file import RequestFile
 
 log = logging.getLogger(__name__)
+_FILE_KEYS = ("input_file_id", "output_file_id", "error_file_id")
 
 ENDPOINT = "/v1/chat/completions"
 TOKEN_KEY = "batch_ai_token"
@@ -133,8 +135,21 @@ class OpenAIBatchProvider(BatchProvider):
     def cancel(self, provider_job_id: str) -> None:
         self.client.batches.cancel(provider_job_id)
 
+    def staged_files(self, job: JobInfo) -> list[tuple[str, int | None]]:
+        import openai
+
+        found = []
+        for file_id in filter(None, (job.details.get(key) for key in _FILE_KEYS)):
+            with contextlib.suppress(openai.NotFoundError):  # deleted already (after collect, or by hand)
+                found.append((file_id, self.client.files.retrieve(file_id).bytes))
+        return found
+
+    def delete_staged(self, job: JobInfo, names: list[str]) -> None:
+        for file_id in names:
+            self.client.files.delete(file_id)
+
     def cleanup(self, job: JobInfo) -> None:
-        for key in ("input_file_id", "output_file_id", "error_file_id"):
+        for key in _FILE_KEYS:
             file_id = job.details.get(key)
             if file_id:
                 self.client.files.delete(file_id)

@@ -49,6 +49,10 @@ class ObjectStore(abc.ABC):
     def delete(self, bucket: str, keys: list[str]) -> None: ...
 
     @abc.abstractmethod
+    def sizes(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        """(key, bytes) of each object under the prefix."""
+
+    @abc.abstractmethod
     def chunks(self, uri: str) -> Iterator[bytes]: ...
 
     def list(self, prefix_uri: str, suffix: str = "") -> list[str]:
@@ -82,6 +86,9 @@ class GCSStore(ObjectStore):
         for key in keys:
             self.hook.delete(bucket_name=bucket, object_name=key)
 
+    def sizes(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        return [(b.name, b.size or 0) for b in self.hook.get_conn().bucket(bucket).list_blobs(prefix=prefix)]
+
     def chunks(self, uri: str) -> Iterator[bytes]:
         bucket, key = split_uri(uri)
         with self.hook.get_conn().bucket(bucket).blob(key).open("rb") as fh:
@@ -100,6 +107,10 @@ class S3Store(ObjectStore):
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         self.hook.delete_objects(bucket=bucket, keys=keys)
+
+    def sizes(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        pages = self.hook.get_conn().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [(o["Key"], o["Size"]) for page in pages for o in page.get("Contents", [])]
 
     def chunks(self, uri: str) -> Iterator[bytes]:
         bucket, key = split_uri(uri)
@@ -136,9 +147,28 @@ class StagingMixin:
 
     def cleanup(self, job: JobInfo) -> None:
         """Delete everything staged for the job: its prefix (input and results)."""
+        prefix = self._job_prefix(job)
+        if prefix:
+            deleted = self.store.delete_prefix(prefix)
+            log.info("deleted %d staged object(s) under %s", deleted, prefix)
+
+    def staged_files(self, job: JobInfo) -> list[tuple[str, int | None]]:
+        prefix = self._job_prefix(job)
+        if not prefix:
+            return []
+        bucket, key = split_uri(prefix)
+        return [(self.store.uri(bucket, k), size) for k, size in self.store.sizes(bucket, key)]
+
+    def delete_staged(self, job: JobInfo, names: list[str]) -> None:
+        by_bucket: dict[str, list[str]] = {}
+        for uri in names:
+            bucket, key = split_uri(uri)
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            self.store.delete(bucket, keys)
+
+    @staticmethod
+    def _job_prefix(job: JobInfo) -> str | None:
+        """The job's own prefix (its input and its results): the folder of its input file."""
         source = job.details.get("input_uri")
-        if not source:
-            return
-        prefix = source.rsplit("/", 1)[0] + "/"
-        deleted = self.store.delete_prefix(prefix)
-        log.info("deleted %d staged object(s) under %s", deleted, prefix)
+        return source.rsplit("/", 1)[0] + "/" if source else None

@@ -277,6 +277,16 @@ class SinkSpec(_Strict):
         return self.table or self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+class RetentionSpec(_Strict):
+    """How long what a night leaves behind is kept, in days (``null``: for ever). The defaults
+    are these, for every workload that does not say. Nothing of a record that is not published or
+    decided (rejected, dead letter) is ever pruned; the ``batch_ai_retention`` DAG applies it."""
+
+    provider_files_days: int | None = Field(7, ge=0)  # staged input and result files at the provider
+    payload_days: int | None = Field(90, ge=0)  # a record's input and output in the ledger (kept: their hashes)
+    audit_days: int | None = Field(400, ge=0)  # the audit rows of records published or decided
+
+
 class WorkloadSpec(_Strict):
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -296,6 +306,7 @@ class WorkloadSpec(_Strict):
     budget: BudgetSpec = BudgetSpec()
     deadline: DeadlineSpec | None = None
     evaluation: EvaluationSpec | None = None
+    retention: RetentionSpec = RetentionSpec()
     sink: SinkSpec
 
     @field_validator("start_date")

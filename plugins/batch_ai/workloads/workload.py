@@ -234,13 +234,17 @@ def workloads_dir() -> Path:
     return include_dir() / "workloads"
 
 
+def workload_names() -> list[str]:
+    """The workloads there are: the names of ``include/workloads/*.yaml``."""
+    return sorted(p.stem for p in workloads_dir().glob("*.yaml"))
+
+
 @functools.cache
 def load_workload(name: str) -> Workload:
     """Load and validate ``include/workloads/<name>.yaml`` (cached per process)."""
     path = workloads_dir() / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in workloads_dir().glob("*.yaml"))
-        raise WorkloadError(path, f"no such workload; known: {known}")
+        raise WorkloadError(path, f"no such workload; known: {workload_names()}")
     return load_workload_file(path)
 
 
