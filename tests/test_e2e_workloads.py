@@ -116,8 +116,12 @@ def test_model_evaluation_scores_match_the_labels(airflow_home, tmp_path, emulat
         }
     )
     run = make_run(airflow_home, tmp_path, emulator, "model_evaluation")
-    run.dag()
+    output = run.dag()
     report = run.report()
+    # the table in the evaluate task's log shows each pair's window, Vertex's without an SLA
+    assert "turnaround      window" in output
+    rows = [line for line in output.splitlines() if "vertex:gemini-2.0-flash-001 " in line and " 120 " in line]
+    assert rows and all("s  72h no SLA" in line for line in rows)
     labels = {json.loads(line)["item_id"]: json.loads(line)["label"] for line in path.read_text().splitlines()}
     r = t.records.c
     by_target = {x["target"]: x for x in report["targets"]}
@@ -135,6 +139,8 @@ def test_model_evaluation_scores_match_the_labels(airflow_home, tmp_path, emulat
         correct = sum(1 for a in answers if a.state == "published" and a.output["label"] == labels[a.source_id])
         assert scored["correct"] == correct and scored["accuracy"] == round(correct / 120, 4)
         assert scored["cost_per_1k_usd"] > 0 and scored["turnaround_seconds"] is not None
+        # each pair's provider completion window, from the capability table
+        assert scored["window_hours"] == {"vertex": 72}.get(scored["provider"], 24)
     # the weaker stand-in scores lower
     assert by_target["anthropic:claude-haiku-4-5"]["accuracy"] > by_target["openai:gpt-4.1-nano"]["accuracy"]
     chart = tmp_path / "airflow" / "reports" / "model_evaluation"
@@ -174,6 +180,7 @@ def test_a_missed_deadline_answers_in_real_time_and_publishes_each_record_once(a
     emulator.set_faults({"openai": {"time_scale": 100}})
     run.dag()
     report = run.report()
+    assert report["sla_risk"] is None  # a miss is answered in real time
     deadline = report["deadline"]
     assert deadline["records"] == 100 and len(deadline["cancelled"]) == 1
     assert report["states"]["published"] == 100 and report["lost"] == 0
@@ -181,3 +188,23 @@ def test_a_missed_deadline_answers_in_real_time_and_publishes_each_record_once(a
     assert publishes_per_record(run) == {1}
     assert emulator.jobs("openai") and run.scalar(text("select status from batch_ai_jobs")) == "cancelled"
     assert run.scalar(text("select count(*) from ticket_summaries where publish_status = 'published'")) == 100
+
+
+def test_a_deadline_inside_the_provider_window_is_an_sla_risk_in_every_report(airflow_home, tmp_path, emulator):
+    """ticket_summaries is due 6 h after it starts, with on_miss: alert; on Vertex AI a batch may
+    queue for 72 h and is not covered by the SLA."""
+    from batch_ai.report import format_combined
+
+    write_day(tmp_path / "data", DAY, count=120)
+    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path / "data", emulator, provider="vertex")
+    run.with_spec(tmp_path / "spec")
+    output = run.dag()
+    report = run.report()
+    risk = report["sla_risk"]
+    assert risk.startswith(
+        "SLA risk: the deadline of ticket_summaries (6h) is shorter than vertex's batch completion window of 72h "
+        "(queueing up to 72h; not covered by the SLA), and deadline.on_miss is 'alert'"
+    )
+    assert f"  {risk}" in output  # the report task's log
+    assert risk in format_combined({"ticket_summaries": report}).splitlines()  # the night's report
+    assert report["lost"] == 0 and report["states"]["published"] == 100

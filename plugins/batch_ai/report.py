@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from batch_ai.deadlines import sla_risk
 from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers.capabilities import capabilities
@@ -46,6 +47,7 @@ def build_report(
         "sample": sample,
         "held": details.get("held"),
         "deadline": details.get("deadline"),
+        "sla_risk": sla_risk(workload.spec),
         "budget_usd": workload.spec.budget.max_batch_usd,
         "quality_gate": details["gate"] if details.get("gate") else None,
         "tokens": {"input": sum(j.input_tokens or 0 for j in jobs), "output": sum(j.output_tokens or 0 for j in jobs)},
@@ -100,6 +102,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"schema {report['schema_version']}",
         f"  extracted {report['extracted']}   lost {report['lost']}",
     ]
+    if report.get("sla_risk"):
+        lines.append(f"  {report['sla_risk']}")
     lines += _state_lines(report) + _outcome_lines(report) + _job_lines(report) + format_recovery(report)
     lines += _cost_lines(report)
     return "\n".join(lines)
@@ -281,6 +285,7 @@ def format_combined(reports: dict[str, dict[str, Any]]) -> str:
         f"batch prices as of {capabilities().prices_as_of}; real-time $ is what the same tokens cost without "
         f"the batch discount"
     )
+    lines += [r["sla_risk"] for r in reports.values() if r.get("sla_risk")]
     if evaluation:
         from batch_ai.evaluation import format_table
 

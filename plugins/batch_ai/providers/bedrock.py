@@ -130,7 +130,8 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
             modelId=model,
             inputDataConfig={"s3InputDataConfig": {"s3Uri": source, "s3InputFormat": "JSONL"}},
             outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"{prefix}/output/"}},
-            timeoutDurationInHours=24,
+            # the completion window in the capability table (24-168 h)
+            timeoutDurationInHours=int(self.caps.window.hours),
             tags=[{"key": k[:128], "value": str(v)[:256]} for k, v in {"batch_ai_token": token, **labels}.items()],
         )["jobArn"]
         log.info("created model invocation job %s for %s", arn, token)
