@@ -208,3 +208,82 @@ def test_a_deadline_inside_the_provider_window_is_an_sla_risk_in_every_report(ai
     assert f"  {risk}" in output  # the report task's log
     assert risk in format_combined({"ticket_summaries": report}).splitlines()  # the night's report
     assert report["lost"] == 0 and report["states"]["published"] == 100
+
+
+def _gcs_sizes(emulator, monkeypatch, uri: str) -> int:
+    """The bytes of the objects under a gs:// URI in the emulator's Cloud Storage."""
+    from google.cloud import storage
+
+    s = emulator.settings["vertex"]
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", s["storage_emulator_host"])
+    bucket, _, prefix = uri.removeprefix("gs://").partition("/")
+    blobs = storage.Client(project=s["project"]).list_blobs(bucket, prefix=prefix)
+    return sum(b.size for b in blobs if b.name.endswith(".jsonl"))
+
+
+def test_the_true_cost_of_two_nights_and_their_trend(airflow_home, tmp_path, emulator, monkeypatch):
+    """Review labour and storage priced per run (on Vertex, whose staging in Cloud Storage has a
+    price), and ``python -m batch_ai costs`` over the two nights: the table and the chart."""
+    import subprocess
+    import sys
+
+    from batch_ai.localenv import REPO
+    from batch_ai.providers.capabilities import capabilities
+
+    data = tmp_path / "data"
+    write_day(data, DAY, count=120)
+    write_day(data, "2026-11-26", count=120, first_id=200000)  # the next night's tickets
+    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", data, emulator, provider="vertex")
+    changes = {
+        "review.sample_rate": 0.1,
+        "provider.delete_files_after_collect": False,  # kept: priced for cost.retention_days
+        "cost": {"review_minutes": 2, "reviewer_hourly_usd": 60, "retention_days": 30},
+    }
+    run.with_spec(tmp_path / "spec", **changes)
+    run.dag(DAY)
+    cost = run.report()["cost"]
+    # review labour: every record the run sent to a person, 2 minutes each at $60/h
+    a = t.audit.c
+    reviewed = run.scalar(select(func.count(a.record_id.distinct())).where(a.to_state == "review_required"))
+    assert reviewed > 0 and cost["review_records"] == reviewed
+    assert cost["review_usd"] == pytest.approx(reviewed * 2 / 60 * 60)
+    # storage: the bytes of the request files staged and the result files kept, as Cloud Storage has them
+    jobs = run.rows(select(t.jobs.c.details))
+    assert cost["staged_bytes"] == sum(_gcs_sizes(emulator, monkeypatch, j.details["input_uri"]) for j in jobs) > 0
+    assert cost["result_bytes"] == sum(_gcs_sizes(emulator, monkeypatch, j.details["output_dir"]) for j in jobs) > 0
+    price = capabilities().provider("vertex").storage.usd_per_gb_month
+    gb = (cost["staged_bytes"] + cost["result_bytes"]) / 1e9
+    assert cost["storage_usd"] == pytest.approx(gb * price, abs=1e-6) and cost["storage_usd_per_gb_month"] == price
+    true_cost = cost["batch_usd"] + cost["review_usd"] + cost["storage_usd"]
+    assert cost["true_cost_usd"] == pytest.approx(true_cost, abs=1e-6)
+    assert cost["net_saving_usd"] == pytest.approx(cost["realtime_equivalent_usd"] - true_cost, abs=1e-6)
+    first = run.report()
+    run.dag("2026-11-26")
+    second = run.report()
+    assert second["night"] == "2026-11-26" and first["night"] == DAY
+
+    out = tmp_path / "costs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "batch_ai", "costs", "--days", "30", "--out", str(out), "--ledger-url", run.ledger_url],
+        env={**run.env, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "batch-ai costs: 2026-10-28 .. 2026-11-26 (30 nights up to the latest in the ledger)"
+    nights = {line.split()[0]: line.split() for line in lines if line.startswith("2026-")}
+    assert set(nights) == {DAY, "2026-11-26"}
+    for report in (first, second):
+        row, c = nights[report["night"]], report["cost"]
+        assert row[1:3] == ["ticket_summaries", "1"] and float(row[3]) == round(c["batch_usd"], 4)
+        assert float(row[7]) == round(c["review_usd"], 4) and float(row[9]) == round(c["net_saving_usd"], 4)
+        invalid = report["states"]["invalid_output"]
+        answered = sum(report["states"][s] for s in ("published", "review_required", "invalid_output"))
+        assert row[10] == f"{invalid / answered:.1%}"
+    total = next(line for line in lines if line.startswith("total"))
+    both = round(first["cost"]["net_saving_usd"] + second["cost"]["net_saving_usd"], 4)
+    assert float(total.split()[9]) == pytest.approx(both, abs=1e-4)
+    chart = out / "costs_2026-10-28_2026-11-26.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"chart: {chart}" in proc.stdout

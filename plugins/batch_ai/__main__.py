@@ -1,4 +1,4 @@
-"""Command line: ``python -m batch_ai {demo,report,seed,review,history}``."""
+"""Command line: ``python -m batch_ai {demo,report,costs,seed,review,history,ui,stack}``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,38 @@ def cmd_report(args) -> int:
         return 1
     print(dumps(report) if args.json else format_report(report))
     return 0
+
+
+def cmd_costs(args) -> int:
+    """The true cost of the last nights per workload, from the ledger, and a chart of it."""
+    from batch_ai import costs
+    from batch_ai.evaluation import report_dir
+
+    result = costs.trend(_ledger(args), args.days, args.workload)
+    if not result["rows"]:
+        print(f"no finished run{' of ' + args.workload if args.workload else ''} in the ledger", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(costs.format_trend(result))
+    out = Path(args.out) if args.out else report_dir() / "costs"
+    path = costs.chart(result, out / f"costs_{result['first']}_{result['last']}.png")
+    (out / f"{path.stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"chart: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _costs_parser(sub) -> None:
+    costs = sub.add_parser("costs", help="the true cost of the last nights per workload, and a chart of it")
+    costs.add_argument("--days", type=int, default=30, help="how many nights, up to the latest in the ledger")
+    costs.add_argument("--workload", default=None, help="only this workload (default: every one)")
+    costs.add_argument(
+        "--out", default=None, help="where the chart goes (default: $BATCH_AI_REPORT_DIR/costs or its default)"
+    )
+    costs.add_argument("--json", action="store_true")
+    costs.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
+    costs.set_defaults(func=cmd_costs)
 
 
 def cmd_seed(args) -> int:
@@ -206,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
+    _costs_parser(sub)
     seed = sub.add_parser("seed", help="write one day of demo data for every workload")
     seed.add_argument("--out", required=True)
     seed.add_argument("--date", default="2026-11-25")

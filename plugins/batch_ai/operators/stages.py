@@ -156,7 +156,7 @@ class ReportOperator(WorkloadOperator):
                 self.log.warning("%s", risk)
             return forecast
         work = open_work(self.loaded_workload, self.ledger, self.adapter, run.run_id)
-        report = build_report(self.loaded_workload, self.ledger, run.run_id, work)
+        report = build_report(self.loaded_workload, self.ledger, run.run_id, work, night=run.ds)
         self.ledger.finish_run(self.workload, run.run_id, report)
         for line in format_report(report).splitlines():
             self.log.info("%s", line)

@@ -95,6 +95,12 @@ class Result:
     error_message: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    line_bytes: int = 0  # the size of its line in the provider's result file (storage accounting)
+
+    def sized(self, line: bytes) -> Result:
+        """This result, with the size of the result line it was read from (and its line end)."""
+        self.line_bytes = len(line) + 1
+        return self
 
     @property
     def answered(self) -> bool:

@@ -182,7 +182,7 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
         job_id = job.provider_job_id.rsplit("/", 1)[-1]
         for uri in self.store.list(f"{output}/{job_id}/", ".jsonl.out"):
             for number, line in enumerate(self.store.lines(uri), start=1):  # streamed
-                yield self._parse_record(line, uri, number)
+                yield self._parse_record(line, uri, number).sized(line)
 
     @staticmethod
     def _parse_record(line: bytes, where: str, number: int) -> Result:
