@@ -19,6 +19,7 @@ def cmd_demo(args) -> int:
         day=args.date,
         rows=args.rows,
         faults=json.loads(args.faults) if args.faults else None,
+        nights=args.nights,
     )
 
 
@@ -232,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
     demo.add_argument("--rows", type=int, default=300)
     demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")
+    demo.add_argument(
+        "--nights",
+        type=int,
+        default=1,
+        help="run ticket_summaries this many nights up to --date into one ledger, then print the costs trend",
+    )
     demo.set_defaults(func=cmd_demo)
     report = sub.add_parser("report", help="print the latest run report of a workload")
     report.add_argument("--workload", default="ticket_summaries")
@@ -272,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "review" and args.action != "list" and not args.record_id:
         parser.error(f"review {args.action} needs a record id")
+    if args.command == "demo" and args.nights != 1 and (args.nights < 1 or args.workload != "ticket_summaries"):
+        parser.error("--nights needs --workload ticket_summaries and a positive count")
     return args.func(args)
 
 
