@@ -56,6 +56,29 @@ def cmd_costs(args) -> int:
     return 0
 
 
+def _demo_parser(sub) -> None:
+    demo = sub.add_parser(
+        "demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report"
+    )
+    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all five)")
+    demo.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default=None,
+        help="run every workload on this provider (default: each workload's own)",
+    )
+    demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
+    demo.add_argument("--rows", type=int, default=300)
+    demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")
+    demo.add_argument(
+        "--nights",
+        type=int,
+        default=1,
+        help="run ticket_summaries this many nights up to --date into one ledger, then print the costs trend",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+
 def _costs_parser(sub) -> None:
     costs = sub.add_parser("costs", help="the true cost of the last nights per workload, and a chart of it")
     costs.add_argument("--days", type=int, default=30, help="how many nights, up to the latest in the ledger")
@@ -220,26 +243,7 @@ def _stack_parser(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_ai")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report"
-    )
-    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all five)")
-    demo.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default=None,
-        help="run every workload on this provider (default: each workload's own)",
-    )
-    demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
-    demo.add_argument("--rows", type=int, default=300)
-    demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")
-    demo.add_argument(
-        "--nights",
-        type=int,
-        default=1,
-        help="run ticket_summaries this many nights up to --date into one ledger, then print the costs trend",
-    )
-    demo.set_defaults(func=cmd_demo)
+    _demo_parser(sub)
     report = sub.add_parser("report", help="print the latest run report of a workload")
     report.add_argument("--workload", default="ticket_summaries")
     report.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")

@@ -4,7 +4,10 @@ What the provider billed (batch jobs, with the part spent on retry rounds, rerun
 calls), what the same tokens would have cost in real time, and what teams miss: a person's time
 on every record sent to review (``cost.review_minutes`` x ``cost.reviewer_hourly_usd``) and the
 storage of the request files staged and the result files kept (their bytes x the dated storage
-price of the capability table). The net saving is the real-time equivalent minus all of that.
+price of the capability table). The true cost is the batch cost plus both. The net saving is
+against an all-real-time night, which pays the real-time price for the same tokens and the same
+review labour (the same records go to a person) but stages no files: the real-time equivalent
+plus the review labour, minus the true cost.
 
 :func:`run_costs` makes a run report's ``cost``; :func:`trend` reads the reports of the last
 nights from the ledger for ``python -m batch_ai costs``, which prints them per night and
@@ -63,7 +66,7 @@ def run_costs(workload, ledger, run_id: str, jobs, sample: dict[str, Any]) -> di
         "storage_usd_per_gb_month": pcaps.storage.usd_per_gb_month,
         "storage_prices_as_of": pcaps.storage.as_of,
         "true_cost_usd": round(true_cost, 6),
-        "net_saving_usd": round(realtime_equivalent - true_cost, 6),
+        "net_saving_usd": round(realtime_equivalent + review - true_cost, 6),
     }
 
 
@@ -147,7 +150,7 @@ def trend(ledger, days: int, workload: str | None = None) -> dict[str, Any]:
                     k: (int(v) if k in ("runs", "invalid", "answered", "review_records") else v) for k, v in row.items()
                 },
                 "true_cost_usd": true_cost,
-                "net_saving_usd": row["realtime_equivalent_usd"] - true_cost,
+                "net_saving_usd": row["realtime_equivalent_usd"] + row["review_usd"] - true_cost,
                 "invalid_rate": row["invalid"] / row["answered"] if row["answered"] else None,
             }
         )
@@ -191,7 +194,8 @@ def _trend_line(label: str, r: dict[str, Any]) -> str:
 
 
 def chart(result: dict[str, Any], path: Path) -> Path:
-    """Per night and workload: the true cost and the net saving (USD), and the invalid-output rate."""
+    """Per night and workload: the true cost (and its batch part), the net saving against an
+    all-real-time night, and the invalid-output rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,24 +204,28 @@ def chart(result: dict[str, Any], path: Path) -> Path:
     by_workload: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in result["rows"]:
         by_workload[r["workload"]].append(r)
-    fig, (money, invalid) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=[2, 1])
+    fig, (cost, saving, invalid) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     for i, (name, rows) in enumerate(sorted(by_workload.items())):
-        colour = f"C{i}"
-        nights = [date.fromisoformat(r["night"]) for r in rows]
-        money.plot(nights, [r["true_cost_usd"] for r in rows], "o-", color=colour, label=f"{name}: true cost")
-        money.plot(nights, [r["net_saving_usd"] for r in rows], "s--", color=colour, label=f"{name}: net saving")
+        colour, nights = f"C{i}", [date.fromisoformat(r["night"]) for r in rows]
+        cost.plot(nights, [r["true_cost_usd"] for r in rows], "o-", color=colour, label=f"{name}: true cost")
+        cost.plot(nights, [r["batch_usd"] for r in rows], "x:", color=colour, label=f"{name}: of it, batch")
+        saving.plot(nights, [r["net_saving_usd"] for r in rows], "s-", color=colour, label=name)
         rates = [100 * r["invalid_rate"] if r["invalid_rate"] is not None else float("nan") for r in rows]
         invalid.plot(nights, rates, "o-", color=colour, label=name)
-    money.set_ylabel("USD per night")
-    money.axhline(0, color="#888", linewidth=0.8)
-    money.legend(fontsize=8, loc="best")
-    money.set_title(
-        f"batch-ai costs, {result['first']} .. {result['last']}: true cost (batch + review labour + storage) "
-        f"and net saving against all real time",
+    cost.set_ylabel("true cost (USD)")
+    cost.set_yscale("symlog", linthresh=0.01)  # review labour dwarfs token costs: keep both visible
+    cost.set_title(
+        f"batch-ai costs per night, {result['first']} .. {result['last']} "
+        f"(true cost = batch + review labour + storage)",
         fontsize=9,
     )
+    saving.set_ylabel("net saving (USD)")
+    saving.axhline(0, color="#888", linewidth=0.8)
     invalid.set_ylabel("invalid outputs (%)")
     invalid.set_ylim(bottom=0)
+    for ax in (cost, saving, invalid):
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

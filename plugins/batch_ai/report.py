@@ -170,7 +170,8 @@ def _cost_lines(report: dict[str, Any]) -> list[str]:
             f"${c['review_usd']:.4f} ({c['review_records']} record(s) x {c['review_minutes']:g} min x "
             f"${c['reviewer_hourly_usd']:g}/h) + storage ${c['storage_usd']:.6f} ({c['staged_bytes']} bytes staged, "
             f"{c['result_bytes']} of results, ${c['storage_usd_per_gb_month']:g}/GB-month as of "
-            f"{c['storage_prices_as_of']}); net saving against all real time ${c['net_saving_usd']:.4f}"
+            f"{c['storage_prices_as_of']}); net saving against an all-real-time night (real-time prices, the same "
+            f"review labour, nothing staged) ${c['net_saving_usd']:.4f}"
         )
     if report.get("budget_usd"):
         lines.append(
@@ -272,7 +273,7 @@ def format_combined(reports: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"true cost beyond the batch $: review labour ${review:.4f} ({sum(c['review_records'] for c in costs)} "
             f"record(s) sent to a person), storage ${storage:.6f}; net saving against an all-real-time night "
-            f"${realtime - batch - review - storage:.4f}"
+            f"${realtime - batch - storage:.4f}"
         )
     lines.append(
         f"batch prices as of {capabilities().prices_as_of}; real-time $ is what the same tokens cost without "
