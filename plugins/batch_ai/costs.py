@@ -199,6 +199,7 @@ def chart(result: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates
     import matplotlib.pyplot as plt
 
     by_workload: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -226,6 +227,9 @@ def chart(result: dict[str, Any], path: Path) -> Path:
     for ax in (cost, saving, invalid):
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
+    cost.set_ylim(bottom=0)
+    invalid.xaxis.set_major_locator(matplotlib.dates.DayLocator())
+    invalid.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%Y-%m-%d"))
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
