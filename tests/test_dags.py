@@ -227,3 +227,26 @@ def test_provider_calls_retry_what_a_retry_can_fix_and_fail_fast_otherwise():
     assert action(StageError("record 1 alone is too big")) == "fail"
     assert action(IllegalTransition("record 1: queued -> published")) == "fail"
     assert action(KeyError("something else")) == "default"
+
+
+def test_a_deadline_inside_the_provider_window_is_an_sla_risk_in_the_dag_doc(monkeypatch):
+    from batch_ai.dag_factory import dag_doc
+    from batch_ai.providers.capabilities import capabilities
+    from batch_ai.workloads.workload import PROVIDER_OVERRIDE, load_workload_file, workloads_dir
+
+    def doc(name: str, provider: str | None = None) -> str:
+        monkeypatch.delenv(PROVIDER_OVERRIDE, raising=False)
+        if provider:
+            monkeypatch.setenv(PROVIDER_OVERRIDE, provider)
+        return dag_doc(load_workload_file(workloads_dir() / f"{name}.yaml"))
+
+    # 6 h, on_miss alert, against OpenAI's 24 h completion window
+    assert capabilities().provider("openai").window.hours == 24
+    assert "**Warning.** SLA risk: the deadline of ticket_summaries (6h) is shorter than openai's batch " in doc(
+        "ticket_summaries"
+    )
+    vertex = doc("ticket_summaries", "vertex")
+    assert "vertex's batch completion window of 72h (queueing up to 72h; not covered by the SLA)" in vertex
+    assert "Set deadline.on_miss: realtime, or allow at least 72h" in vertex
+    # a missed deadline answered in real time is no risk; nor is a workload without a deadline
+    assert "SLA risk" not in doc("lead_scoring") and "SLA risk" not in doc("model_evaluation")

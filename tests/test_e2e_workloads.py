@@ -116,8 +116,12 @@ def test_model_evaluation_scores_match_the_labels(airflow_home, tmp_path, emulat
         }
     )
     run = make_run(airflow_home, tmp_path, emulator, "model_evaluation")
-    run.dag()
+    output = run.dag()
     report = run.report()
+    # the table in the evaluate task's log shows each pair's window, Vertex's without an SLA
+    assert "turnaround      window" in output
+    rows = [line for line in output.splitlines() if "vertex:gemini-2.0-flash-001 " in line and " 120 " in line]
+    assert rows and all("s  72h no SLA" in line for line in rows)
     labels = {json.loads(line)["item_id"]: json.loads(line)["label"] for line in path.read_text().splitlines()}
     r = t.records.c
     by_target = {x["target"]: x for x in report["targets"]}
@@ -135,6 +139,8 @@ def test_model_evaluation_scores_match_the_labels(airflow_home, tmp_path, emulat
         correct = sum(1 for a in answers if a.state == "published" and a.output["label"] == labels[a.source_id])
         assert scored["correct"] == correct and scored["accuracy"] == round(correct / 120, 4)
         assert scored["cost_per_1k_usd"] > 0 and scored["turnaround_seconds"] is not None
+        # each pair's provider completion window, from the capability table
+        assert scored["window_hours"] == {"vertex": 72}.get(scored["provider"], 24)
     # the weaker stand-in scores lower
     assert by_target["anthropic:claude-haiku-4-5"]["accuracy"] > by_target["openai:gpt-4.1-nano"]["accuracy"]
     chart = tmp_path / "airflow" / "reports" / "model_evaluation"
@@ -174,6 +180,7 @@ def test_a_missed_deadline_answers_in_real_time_and_publishes_each_record_once(a
     emulator.set_faults({"openai": {"time_scale": 100}})
     run.dag()
     report = run.report()
+    assert report["sla_risk"] is None  # a miss is answered in real time
     deadline = report["deadline"]
     assert deadline["records"] == 100 and len(deadline["cancelled"]) == 1
     assert report["states"]["published"] == 100 and report["lost"] == 0
@@ -184,3 +191,106 @@ def test_a_missed_deadline_answers_in_real_time_and_publishes_each_record_once(a
     # each real-time answer is kept with the id the API named its request with (x-request-id)
     ids = [r[0] for r in run.rows(text("select provider_request_id from ticket_summaries"))]
     assert len(ids) == 100 and all(i and i.startswith("req_") for i in ids) and len(set(ids)) == 100
+
+
+def test_a_deadline_inside_the_provider_window_is_an_sla_risk_in_every_report(airflow_home, tmp_path, emulator):
+    """ticket_summaries is due 6 h after it starts, with on_miss: alert; on Vertex AI a batch may
+    queue for 72 h and is not covered by the SLA."""
+    from batch_ai.report import format_combined
+
+    write_day(tmp_path / "data", DAY, count=120)
+    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path / "data", emulator, provider="vertex")
+    run.with_spec(tmp_path / "spec")
+    output = run.dag()
+    report = run.report()
+    risk = report["sla_risk"]
+    assert risk.startswith(
+        "SLA risk: the deadline of ticket_summaries (6h) is shorter than vertex's batch completion window of 72h "
+        "(queueing up to 72h; not covered by the SLA), and deadline.on_miss is 'alert'"
+    )
+    assert f"  {risk}" in output  # the report task's log
+    assert risk in format_combined({"ticket_summaries": report}).splitlines()  # the night's report
+    assert report["lost"] == 0 and report["states"]["published"] == 100
+
+
+def _gcs_sizes(emulator, monkeypatch, uri: str) -> int:
+    """The bytes of the objects under a gs:// URI in the emulator's Cloud Storage."""
+    from google.cloud import storage
+
+    s = emulator.settings["vertex"]
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", s["storage_emulator_host"])
+    bucket, _, prefix = uri.removeprefix("gs://").partition("/")
+    blobs = storage.Client(project=s["project"]).list_blobs(bucket, prefix=prefix)
+    return sum(b.size for b in blobs if b.name.endswith(".jsonl"))
+
+
+def test_the_true_cost_of_two_nights_and_their_trend(airflow_home, tmp_path, emulator, monkeypatch):
+    """Review labour and storage priced per run (on Vertex, whose staging in Cloud Storage has a
+    price), and ``python -m batch_ai costs`` over the two nights: the table and the chart."""
+    import subprocess
+    import sys
+
+    from batch_ai.localenv import REPO
+    from batch_ai.providers.capabilities import capabilities
+
+    data = tmp_path / "data"
+    write_day(data, DAY, count=120)
+    write_day(data, "2026-11-26", count=120, first_id=200000)  # the next night's tickets
+    run = Run(airflow_home, f"sqlite:///{tmp_path / 'ledger.sqlite'}", data, emulator, provider="vertex")
+    changes = {
+        "review.sample_rate": 0.1,
+        "provider.delete_files_after_collect": False,  # kept: priced for retention.provider_files_days
+        "retention.provider_files_days": 30,
+        "cost": {"review_minutes": 2, "reviewer_hourly_usd": 60},
+    }
+    run.with_spec(tmp_path / "spec", **changes)
+    run.dag(DAY)
+    cost = run.report()["cost"]
+    # review labour: every record the run sent to a person, 2 minutes each at $60/h
+    a = t.audit.c
+    reviewed = run.scalar(select(func.count(a.record_id.distinct())).where(a.to_state == "review_required"))
+    assert reviewed > 0 and cost["review_records"] == reviewed
+    assert cost["review_usd"] == pytest.approx(reviewed * 2 / 60 * 60)
+    # storage: the bytes of the request files staged and the result files kept, as Cloud Storage has them
+    jobs = run.rows(select(t.jobs.c.details))
+    assert cost["staged_bytes"] == sum(_gcs_sizes(emulator, monkeypatch, j.details["input_uri"]) for j in jobs) > 0
+    assert cost["result_bytes"] == sum(_gcs_sizes(emulator, monkeypatch, j.details["output_dir"]) for j in jobs) > 0
+    price = capabilities().provider("vertex").storage.usd_per_gb_month
+    gb = (cost["staged_bytes"] + cost["result_bytes"]) / 1e9
+    assert cost["storage_usd"] == pytest.approx(gb * price, abs=1e-6) and cost["storage_usd_per_gb_month"] == price
+    true_cost = cost["batch_usd"] + cost["review_usd"] + cost["storage_usd"]
+    assert cost["true_cost_usd"] == pytest.approx(true_cost, abs=1e-6)
+    # against an all-real-time night: real-time prices and the same review labour, nothing staged
+    realtime_night = cost["realtime_equivalent_usd"] + cost["review_usd"]
+    assert cost["net_saving_usd"] == pytest.approx(realtime_night - true_cost, abs=1e-6)
+    assert cost["net_saving_usd"] == pytest.approx(cost["savings_usd"] - cost["storage_usd"], abs=1e-6)
+    first = run.report()
+    run.dag("2026-11-26")
+    second = run.report()
+    assert second["night"] == "2026-11-26" and first["night"] == DAY
+
+    out = tmp_path / "costs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "batch_ai", "costs", "--days", "30", "--out", str(out), "--ledger-url", run.ledger_url],
+        env={**run.env, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "batch-ai costs: 2026-10-28 .. 2026-11-26 (30 nights up to the latest in the ledger)"
+    nights = {line.split()[0]: line.split() for line in lines if line.startswith("2026-")}
+    assert set(nights) == {DAY, "2026-11-26"}
+    for report in (first, second):
+        row, c = nights[report["night"]], report["cost"]
+        assert row[1:3] == ["ticket_summaries", "1"] and float(row[3]) == round(c["batch_usd"], 4)
+        assert float(row[7]) == round(c["review_usd"], 4) and float(row[9]) == round(c["net_saving_usd"], 4)
+        invalid = report["states"]["invalid_output"]
+        answered = sum(report["states"][s] for s in ("published", "review_required", "invalid_output"))
+        assert row[10] == f"{invalid / answered:.1%}"
+    total = next(line for line in lines if line.startswith("total"))
+    both = round(first["cost"]["net_saving_usd"] + second["cost"]["net_saving_usd"], 4)
+    assert float(total.split()[9]) == pytest.approx(both, abs=1e-4)
+    chart = out / "costs_2026-10-28_2026-11-26.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"chart: {chart}" in proc.stdout

@@ -1,4 +1,4 @@
-"""Command line: ``python -m batch_ai {demo,report,seed,review,history}``."""
+"""Command line: ``python -m batch_ai {demo,report,costs,seed,review,history,ui,stack}``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def cmd_demo(args) -> int:
         day=args.date,
         rows=args.rows,
         faults=json.loads(args.faults) if args.faults else None,
+        nights=args.nights,
     )
 
 
@@ -33,6 +34,61 @@ def cmd_report(args) -> int:
         return 1
     print(dumps(report) if args.json else format_report(report))
     return 0
+
+
+def cmd_costs(args) -> int:
+    """The true cost of the last nights per workload, from the ledger, and a chart of it."""
+    from batch_ai import costs
+    from batch_ai.evaluation import report_dir
+
+    result = costs.trend(_ledger(args), args.days, args.workload)
+    if not result["rows"]:
+        print(f"no finished run{' of ' + args.workload if args.workload else ''} in the ledger", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(costs.format_trend(result))
+    out = Path(args.out) if args.out else report_dir() / "costs"
+    path = costs.chart(result, out / f"costs_{result['first']}_{result['last']}.png")
+    (out / f"{path.stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"chart: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _demo_parser(sub) -> None:
+    demo = sub.add_parser(
+        "demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report"
+    )
+    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all five)")
+    demo.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default=None,
+        help="run every workload on this provider (default: each workload's own)",
+    )
+    demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
+    demo.add_argument("--rows", type=int, default=300)
+    demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")
+    demo.add_argument(
+        "--nights",
+        type=int,
+        default=1,
+        help="run ticket_summaries this many nights up to --date into one ledger, then print the costs trend",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+
+def _costs_parser(sub) -> None:
+    costs = sub.add_parser("costs", help="the true cost of the last nights per workload, and a chart of it")
+    costs.add_argument("--days", type=int, default=30, help="how many nights, up to the latest in the ledger")
+    costs.add_argument("--workload", default=None, help="only this workload (default: every one)")
+    costs.add_argument(
+        "--out", default=None, help="where the chart goes (default: $BATCH_AI_REPORT_DIR/costs or its default)"
+    )
+    costs.add_argument("--json", action="store_true")
+    costs.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
+    costs.set_defaults(func=cmd_costs)
 
 
 def cmd_seed(args) -> int:
@@ -220,25 +276,13 @@ def _db_parser(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_ai")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report"
-    )
-    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all five)")
-    demo.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default=None,
-        help="run every workload on this provider (default: each workload's own)",
-    )
-    demo.add_argument("--date", default="2026-11-25", help="the day whose closed tickets are processed")
-    demo.add_argument("--rows", type=int, default=300)
-    demo.add_argument("--faults", default=None, help="emulator fault configuration as JSON (default: a realistic mix)")
-    demo.set_defaults(func=cmd_demo)
+    _demo_parser(sub)
     report = sub.add_parser("report", help="print the latest run report of a workload")
     report.add_argument("--workload", default="ticket_summaries")
     report.add_argument("--ledger-url", default=None, help="SQLAlchemy URL (default: BATCH_AI_LEDGER_URL)")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
+    _costs_parser(sub)
     seed = sub.add_parser("seed", help="write one day of demo data for every workload")
     seed.add_argument("--out", required=True)
     seed.add_argument("--date", default="2026-11-25")
@@ -273,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "review" and args.action != "list" and not args.record_id:
         parser.error(f"review {args.action} needs a record id")
+    if args.command == "demo" and args.nights != 1 and (args.nights < 1 or args.workload != "ticket_summaries"):
+        parser.error("--nights needs --workload ticket_summaries and a positive count")
     return args.func(args)
 
 

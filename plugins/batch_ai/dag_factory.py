@@ -15,7 +15,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task_group
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from batch_ai.deadlines import deadline_alert
+from batch_ai.deadlines import deadline_alert, sla_risk
 from batch_ai.ledger.states import RERUN_STATES
 from batch_ai.operators import job_operators
 from batch_ai.operators.stages import (
@@ -164,6 +164,18 @@ def run_chain(name: str, spec, target: str | None = None):
     return report
 
 
+def dag_doc(workload) -> str:
+    """The DAG's doc: the workload, its spec file, provider and versions, and any SLA risk."""
+    spec = workload.spec
+    providers = [t.provider for t in spec.evaluation.targets] if spec.evaluation else [spec.provider.name]
+    risks = [r for p in dict.fromkeys(providers) if (r := sla_risk(spec, p))]
+    return (
+        f"**{spec.name}**: {spec.description}\n\nSpec: `include/workloads/{workload.path.name}`; "
+        f"provider `{spec.provider.name}` / `{spec.provider.model}`; prompt `{spec.prompt.version}`, "
+        f"schema `{spec.output_schema.version}`." + "".join(f"\n\n**Warning.** {r}" for r in risks)
+    )
+
+
 def build_dag(name: str) -> DAG:
     workload = load_workload(name)
     spec = workload.spec
@@ -171,9 +183,7 @@ def build_dag(name: str) -> DAG:
     with DAG(
         dag_id=spec.name,
         description=spec.description.strip()[:200] or None,
-        doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `include/workloads/{workload.path.name}`; "
-        f"provider `{spec.provider.name}` / `{spec.provider.model}`; prompt `{spec.prompt.version}`, "
-        f"schema `{spec.output_schema.version}`.",
+        doc_md=dag_doc(workload),
         schedule=schedule,
         start_date=spec.start_date,
         catchup=False,

@@ -5,6 +5,11 @@ finished ``deadline.hours`` after it was queued, Airflow calls :func:`deadline_m
 triggerer. The fallback itself (real-time calls for what is still in a batch job, and the
 job's cancellation) happens in the run's wait task, which knows the jobs; this alert is what
 tells people, in the triggerer's log and wherever a deployment routes these warnings.
+
+A deadline shorter than the provider's batch completion window (the capability table's
+``window``) can be missed by a batch that is on time by the provider's own terms: unless a miss
+is answered in real time, the workload carries an "SLA risk" warning (:func:`sla_risk`) in its
+DAG's doc and in every report.
 """
 
 from __future__ import annotations
@@ -13,6 +18,28 @@ import logging
 from datetime import timedelta
 
 log = logging.getLogger(__name__)
+
+
+def sla_risk(spec, provider: str | None = None) -> str | None:
+    """The "SLA risk: ..." warning for a workload spec whose ``deadline`` is shorter than the
+    batch completion window of its provider (or of ``provider``) and whose ``on_miss`` is not
+    ``realtime``; ``None`` when there is no such risk."""
+    from batch_ai.providers.capabilities import capabilities
+
+    deadline = spec.deadline
+    if deadline is None or deadline.on_miss == "realtime":
+        return None
+    name = provider or spec.provider.name
+    window = capabilities().provider(name).window
+    if deadline.hours >= window.hours:
+        return None
+    return (
+        f"SLA risk: the deadline of {spec.name} ({deadline.hours:g}h) is shorter than {name}'s batch completion "
+        f"window of {window.describe()}, and deadline.on_miss is {deadline.on_miss!r}: a batch the provider "
+        f"finishes on time by its own terms can still miss the deadline, and nothing answers it then. Set "
+        f"deadline.on_miss: realtime, or allow at least {window.hours:g}h "
+        f"(window: {window.source}, as of {window.as_of})."
+    )
 
 
 async def deadline_missed(workload: str, hours: float, on_miss: str, **kwargs) -> None:

@@ -50,23 +50,46 @@ def seed_all(data: Path, day: str, rows: int) -> dict[str, Path]:
     }
 
 
-def run_demo(*, workload: str | None, provider: str | None, day: str, rows: int, faults: dict | None) -> int:
-    """The demo night; 0 when every workload ran and accounted for every row."""
+def run_demo(
+    *, workload: str | None, provider: str | None, day: str, rows: int, faults: dict | None, nights: int = 1
+) -> int:
+    """The demo night (or ``nights`` nights up to ``day``, of ticket_summaries); 0 when every
+    workload ran and accounted for every row."""
     ledger_url = f"sqlite:///{_fresh(OUT)}"
     workloads = [workload] if workload else list(WORKLOADS)
     for name, path in seed_all(OUT / "data", day, rows).items():
         if name in workloads:
             print(f"seeded {name}: {path.relative_to(REPO)}")
+    days = _earlier_nights(day, nights, rows) + [day]
     extra = {"BATCH_AI_REPORT_DIR": str(OUT), **({"BATCH_AI_PROVIDER": provider} if provider else {})}
     env = airflow_env(REPO / ".airflow", ledger_url=ledger_url, data_dir=OUT / "data", extra=extra)
     print("preparing the Airflow metadata database in .airflow/ ...")
     migrate(env)
-    failed = _run_nights(env, workloads, day, provider, faults or demo_faults())
+    failed = [name for d in days for name in _run_nights(env, workloads, d, provider, faults or demo_faults())]
     reports, missing = _print_reports(ledger_url, workloads)
+    if nights > 1:
+        from batch_ai.__main__ import main
+
+        print()
+        main(["costs", "--days", "30", "--ledger-url", ledger_url, "--out", str(OUT / "costs")])
     if failed or missing:
         print(f"\nfailed: {', '.join(sorted(set(failed + missing)))} (logs in demo-output/)", file=sys.stderr)
         return 1
     return 0 if all(r.get("lost", 0) == 0 for r in reports.values()) else 1
+
+
+def _earlier_nights(day: str, nights: int, rows: int) -> list[str]:
+    """Seed the ``nights - 1`` days of closed tickets before ``day`` (each day its own ticket ids),
+    oldest first; return those days."""
+    from datetime import date, timedelta
+
+    from sample_data import tickets
+
+    days = [(date.fromisoformat(day) - timedelta(days=n)).isoformat() for n in range(nights - 1, 0, -1)]
+    for n, earlier in enumerate(reversed(days), start=1):
+        path = tickets.write_day(OUT / "data", earlier, count=rows, first_id=100000 + n * 1_000_000)
+        print(f"seeded ticket_summaries: {path.relative_to(REPO)}")
+    return days
 
 
 def _fresh(out: Path) -> Path:
@@ -74,7 +97,7 @@ def _fresh(out: Path) -> Path:
     database breaks the new one), data and evaluation; return the ledger's path."""
     ledger_path = out / "batch_ai_ledger.sqlite"
     stale = [ledger_path, *(ledger_path.with_name(ledger_path.name + s) for s in ("-wal", "-shm", ".claims"))]
-    for path in (*stale, out / "data", out / "model_evaluation"):
+    for path in (*stale, out / "data", out / "model_evaluation", out / "costs"):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -54,6 +54,7 @@ def score_target(workload: Workload, ledger: Ledger, run_id: str, target) -> dic
     reused = sum(1 for j in jobs if j.run_id != trun)
     turnaround = (max(ends) - min(starts)).total_seconds() if starts and ends else None
     answered = len(valid) + len(invalid)
+    window = capabilities().provider(target.provider).window
     return {
         "target": target.key,
         "provider": target.provider,
@@ -67,6 +68,9 @@ def score_target(workload: Workload, ledger: Ledger, run_id: str, target) -> dic
         "cost_usd": round(cost, 6),
         "cost_per_1k_usd": round(cost / n * 1000, 4) if n else None,
         "turnaround_seconds": round(turnaround, 1) if turnaround is not None else None,
+        # the provider's batch completion window (capability table): what the turnaround may reach
+        "window_hours": window.hours,
+        "window_sla_covered": window.sla_covered,
         "answers_from_earlier_runs": reused > 0,
         "states": {s: sum(1 for r in records if r.state == s) for s in sorted({r.state for r in records})},
     }
@@ -103,7 +107,7 @@ def evaluate(workload: Workload, ledger: Ledger, run_id: str) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     head = (
         f"{'provider/model':<44} {'items':>5} {'accuracy':>8} {'valid':>6} {'refused':>7} {'retried':>7} "
-        f"{'$/1k':>8} {'turnaround':>10}"
+        f"{'$/1k':>8} {'turnaround':>10} {'window':>11}"
     )
     lines = [
         f"model evaluation: {report['workload']}  run {report['run_id']}  ({report['metric']})",
@@ -119,15 +123,28 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"{name:<44} {r['items']:>5} {pct(r['accuracy']):>8} {pct(r['schema_valid_rate']):>6} "
             f"{pct(r['refusal_rate']):>7} {r['retried']:>7} {r['cost_per_1k_usd'] or 0:>8.4f} "
-            f"{(str(round(r['turnaround_seconds'])) + 's') if r['turnaround_seconds'] is not None else '-':>10}"
+            f"{(str(round(r['turnaround_seconds'])) + 's') if r['turnaround_seconds'] is not None else '-':>10} "
+            f"{window_cell(r):>11}"
         )
     if any(r.get("answers_from_earlier_runs") for r in report["targets"]):
         lines.append("* some answers come from an earlier run over the same items (unchanged items are not sent again)")
+    lines.append(
+        "window: the provider's batch completion window (include/provider_capabilities.yaml); "
+        "no SLA: its batch is not covered by the provider's SLA"
+    )
     lines.append(
         f"prices as of {report['prices_as_of']}; table and chart saved as {Path(report['chart']).stem}.json/.png "
         f"in the report directory"
     )
     return "\n".join(lines)
+
+
+def window_cell(scored: dict[str, Any]) -> str:
+    """A pair's completion window as the table shows it, e.g. ``24h`` or ``72h no SLA``."""
+    hours = scored.get("window_hours")
+    if hours is None:  # scored before the table knew windows
+        return "-"
+    return f"{hours:g}h" + (" no SLA" if scored.get("window_sla_covered") is False else "")
 
 
 def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:

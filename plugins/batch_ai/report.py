@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from batch_ai.costs import run_costs
+from batch_ai.deadlines import sla_risk
 from batch_ai.ledger.states import State
 from batch_ai.ledger.store import Ledger
 from batch_ai.providers.capabilities import capabilities
@@ -12,10 +14,10 @@ from batch_ai.workloads import Workload
 
 
 def build_report(
-    workload: Workload, ledger: Ledger, run_id: str, open_work: dict[str, Any] | None = None
+    workload: Workload, ledger: Ledger, run_id: str, open_work: dict[str, Any] | None = None, night: str | None = None
 ) -> dict[str, Any]:
     """The run's report; ``open_work`` (:func:`batch_ai.recovery.open_work`): what is still queued
-    or submitted after the run, and why."""
+    or submitted after the run, and why; ``night``: the day the run read (YYYY-MM-DD)."""
     accounting = ledger.run_accounting(workload.name, run_id)
     details = ledger.run_details(workload.name, run_id)
     jobs = ledger.run_jobs(workload.name, run_id)
@@ -23,6 +25,7 @@ def build_report(
     return {
         "workload": workload.name,
         "run_id": run_id,
+        "night": night,
         "provider": workload.spec.provider.name,
         "model": workload.spec.provider.model,
         "prompt_version": workload.spec.prompt.version,
@@ -46,10 +49,11 @@ def build_report(
         "sample": sample,
         "held": details.get("held"),
         "deadline": details.get("deadline"),
+        "sla_risk": sla_risk(workload.spec),
         "budget_usd": workload.spec.budget.max_batch_usd,
         "quality_gate": details["gate"] if details.get("gate") else None,
         "tokens": {"input": sum(j.input_tokens or 0 for j in jobs), "output": sum(j.output_tokens or 0 for j in jobs)},
-        "cost": _costs(workload, jobs, sample),
+        "cost": run_costs(workload, ledger, run_id, jobs, sample),
     }
 
 
@@ -67,31 +71,6 @@ def _job_entry(job, run_id: str) -> dict[str, Any]:
     }
 
 
-def _costs(workload: Workload, jobs, sample: dict[str, Any]) -> dict[str, Any]:
-    """What the run's jobs cost, what the same tokens cost in real time, and where it went."""
-    caps = capabilities()
-    pcaps = caps.provider(workload.spec.provider.name)
-    batch_cost = sum(j.cost_usd or 0.0 for j in jobs)
-    # real-time calls (below a minimum, or after a missed deadline) were paid at the full price
-    realtime_paid = sum(j.cost_usd or 0.0 for j in jobs if (j.provider_job_id or "").startswith("realtime:"))
-    realtime_paid += sum((j.details or {}).get("realtime_cost_usd", 0.0) for j in jobs)
-    discounted = batch_cost - realtime_paid
-    realtime_equivalent = realtime_paid + (discounted / pcaps.batch_discount if pcaps.batch_discount else discounted)
-    retries = sum(j.cost_usd or 0.0 for j in jobs if (j.details or {}).get("round", 0) > 0)
-    reruns = sum(j.repeat_cost_usd or 0.0 for j in jobs if (j.details or {}).get("round", 0) == 0)
-    return {
-        "batch_usd": round(batch_cost, 6),
-        "realtime_equivalent_usd": round(realtime_equivalent, 6),
-        "savings_usd": round(realtime_equivalent - batch_cost, 6),
-        "retries_usd": round(retries, 6),  # the retry rounds' jobs
-        "reruns_usd": round(reruns, 6),  # later attempts of records a backfill (or an earlier run) sent again
-        "realtime_paid_usd": round(realtime_paid, 6),
-        "sample_usd": sample.get("cost_usd", 0.0),
-        "batch_discount": pcaps.batch_discount,
-        "prices_as_of": caps.prices_as_of,
-    }
-
-
 def format_report(report: dict[str, Any]) -> str:
     """The report as people read it in the task log."""
     lines = [
@@ -100,6 +79,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"schema {report['schema_version']}",
         f"  extracted {report['extracted']}   lost {report['lost']}",
     ]
+    if report.get("sla_risk"):
+        lines.append(f"  {report['sla_risk']}")
     lines += _state_lines(report) + _outcome_lines(report) + _job_lines(report) + format_recovery(report)
     lines += _cost_lines(report)
     return "\n".join(lines)
@@ -183,6 +164,15 @@ def _cost_lines(report: dict[str, Any]) -> list[str]:
     ]
     if any(extra):
         lines.append("  of the batch cost: " + ", ".join(e for e in extra if e))
+    if "true_cost_usd" in c:  # reports made before the true cost was counted have none
+        lines.append(
+            f"  true cost ${c['true_cost_usd']:.4f} = batch ${c['batch_usd']:.4f} + review labour "
+            f"${c['review_usd']:.4f} ({c['review_records']} record(s) x {c['review_minutes']:g} min x "
+            f"${c['reviewer_hourly_usd']:g}/h) + storage ${c['storage_usd']:.6f} ({c['staged_bytes']} bytes staged, "
+            f"{c['result_bytes']} of results, ${c['storage_usd_per_gb_month']:g}/GB-month as of "
+            f"{c['storage_prices_as_of']}); net saving against an all-real-time night (real-time prices, the same "
+            f"review labour, nothing staged) ${c['net_saving_usd']:.4f}"
+        )
     if report.get("budget_usd"):
         lines.append(
             f"  budget ${report['budget_usd']:.4f}; the sample forecast "
@@ -277,10 +267,19 @@ def format_combined(reports: dict[str, dict[str, Any]]) -> str:
             f"{equivalent - cost:>8.4f}"
         )
     lines += [rule, f"{'total':<18} {'':>49} {batch:>8.4f} {realtime:>11.4f} {realtime - batch:>8.4f}"]
+    costs = [r["cost"] for r in reports.values() if "true_cost_usd" in r.get("cost", {})]
+    if costs:
+        review, storage = sum(c["review_usd"] for c in costs), sum(c["storage_usd"] for c in costs)
+        lines.append(
+            f"true cost beyond the batch $: review labour ${review:.4f} ({sum(c['review_records'] for c in costs)} "
+            f"record(s) sent to a person), storage ${storage:.6f}; net saving against an all-real-time night "
+            f"${realtime - batch - storage:.4f}"
+        )
     lines.append(
         f"batch prices as of {capabilities().prices_as_of}; real-time $ is what the same tokens cost without "
         f"the batch discount"
     )
+    lines += [r["sla_risk"] for r in reports.values() if r.get("sla_risk")]
     if evaluation:
         from batch_ai.evaluation import format_table
 

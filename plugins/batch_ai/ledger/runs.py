@@ -77,7 +77,28 @@ class RunsMixin:
             row = conn.execute(q.limit(1)).first()
         return row.report if row else None
 
+    def finished_runs(self, workload: str | None = None) -> list[Any]:
+        """Every finished run with a report (workload, run_id, interval_start, started_at, report),
+        oldest first: what :mod:`batch_ai.costs` reads for the trend of the nights."""
+        rc = t.runs.c
+        q = select(rc.workload, rc.run_id, rc.interval_start, rc.started_at, rc.report).where(rc.report.is_not(None))
+        if workload:
+            q = q.where(rc.workload == workload)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q.order_by(rc.started_at)))
+
     # -- accounting ------------------------------------------------------------------------
+
+    def run_sent_to_review(self, workload: str, run_id: str) -> int:
+        """How many of the workload's records the run sent to a person (moved to ``review_required``)."""
+        ac, rc = t.audit.c, t.records.c
+        q = (
+            select(func.count(ac.record_id.distinct()))
+            .select_from(t.audit.join(t.records, ac.record_id == rc.id))
+            .where(ac.run_id == run_id, ac.to_state == State.REVIEW_REQUIRED, rc.workload == workload)
+        )
+        with self.engine.connect() as conn:
+            return conn.scalar(q) or 0
 
     def run_accounting(self, workload: str, run_id: str) -> dict[str, Any]:
         """How every row the run extracted ends up: counts per record state plus duplicates."""

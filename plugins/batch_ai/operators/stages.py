@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk.exceptions import AirflowSkipException
 
+from batch_ai.deadlines import sla_risk
 from batch_ai.errors import StageError
 from batch_ai.operators.base import WorkloadOperator, max_wait
 from batch_ai.report import build_report, format_dry_run, format_report
@@ -151,9 +152,11 @@ class ReportOperator(WorkloadOperator):
             forecast = self.ledger.run_details(self.workload, run.run_id).get("dry_run", {})
             for line in format_dry_run(forecast).splitlines():
                 self.log.info("%s", line)
+            if risk := sla_risk(self.loaded_workload.spec):
+                self.log.warning("%s", risk)
             return forecast
         work = open_work(self.loaded_workload, self.ledger, self.adapter, run.run_id)
-        report = build_report(self.loaded_workload, self.ledger, run.run_id, work)
+        report = build_report(self.loaded_workload, self.ledger, run.run_id, work, night=run.ds)
         self.ledger.finish_run(self.workload, run.run_id, report)
         for line in format_report(report).splitlines():
             self.log.info("%s", line)

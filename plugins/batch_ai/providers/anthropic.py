@@ -210,7 +210,7 @@ class AnthropicBatchProvider(BatchProvider):
         where = f"results of message batch {job.provider_job_id}"
         try:
             for number, line in enumerate(split_jsonl(results.http_response.iter_bytes()), start=1):
-                yield self._parse_line(line, where, number)
+                yield self._parse_line(line, where, number).sized(line)
         finally:
             results.close()
 

@@ -97,6 +97,12 @@ class Result:
     output_tokens: int = 0
     #: the provider's id of the request (its support asks for it): kept per attempt in the ledger
     request_id: str | None = None
+    line_bytes: int = 0  # the size of its line in the provider's result file (storage accounting)
+
+    def sized(self, line: bytes) -> Result:
+        """This result, with the size of the result line it was read from (and its line end)."""
+        self.line_bytes = len(line) + 1
+        return self
 
     @property
     def answered(self) -> bool:

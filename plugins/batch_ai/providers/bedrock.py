@@ -130,7 +130,8 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
             modelId=model,
             inputDataConfig={"s3InputDataConfig": {"s3Uri": source, "s3InputFormat": "JSONL"}},
             outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"{prefix}/output/"}},
-            timeoutDurationInHours=24,
+            # the completion window in the capability table (24-168 h)
+            timeoutDurationInHours=int(self.caps.window.hours),
             tags=[{"key": k[:128], "value": str(v)[:256]} for k, v in {"batch_ai_token": token, **labels}.items()],
         )["jobArn"]
         log.info("created model invocation job %s for %s", arn, token)
@@ -181,7 +182,7 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
         job_id = job.provider_job_id.rsplit("/", 1)[-1]
         for uri in self.store.list(f"{output}/{job_id}/", ".jsonl.out"):
             for number, line in enumerate(self.store.lines(uri), start=1):  # streamed
-                yield self._parse_record(line, uri, number)
+                yield self._parse_record(line, uri, number).sized(line)
 
     @staticmethod
     def _parse_record(line: bytes, where: str, number: int) -> Result:

@@ -1,4 +1,5 @@
-"""The capability table: provider limits and prices, from ``include/provider_capabilities.yaml``."""
+"""The capability table: provider limits, prices, completion windows and storage prices, from
+``include/provider_capabilities.yaml``."""
 
 from __future__ import annotations
 
@@ -29,11 +30,44 @@ class Price:
 
 
 @dataclass(frozen=True)
+class Window:
+    """How long a provider may take over a batch: ``hours`` until its results are due (or the job
+    expires), ``queueing_hours`` it may wait before it starts (``None``: no separate bound is
+    published), and whether the provider's SLA covers batch (``None``: the SLA does not say)."""
+
+    hours: float
+    queueing_hours: float | None
+    sla_covered: bool | None
+    source: str
+    as_of: str
+
+    def describe(self) -> str:
+        """E.g. ``72h (queueing up to 72h; not covered by the SLA)``."""
+        notes = [f"queueing up to {self.queueing_hours:g}h"] if self.queueing_hours else []
+        notes += {False: ["not covered by the SLA"], None: ["SLA coverage unconfirmed"]}.get(self.sla_covered, [])
+        return f"{self.hours:g}h" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What keeping staged request files and result files costs, per GB-month, dated."""
+
+    usd_per_gb_month: float
+    source: str
+    as_of: str
+
+    def cost(self, byte_count: int, days: float) -> float:
+        return byte_count / 1e9 * self.usd_per_gb_month * days / 30.0
+
+
+@dataclass(frozen=True)
 class ProviderCapabilities:
     name: str
     batch_discount: float
     limits: Limits
     models: dict[str, dict[str, Any]]
+    window: Window
+    storage: Storage
     extra: dict[str, Any]
 
     @property
@@ -53,6 +87,10 @@ class ProviderCapabilities:
         return Price(m["input_per_mtok"], m["output_per_mtok"])
 
 
+#: The keys of a provider's entry read into typed fields; the rest is ``extra``.
+_TYPED = ("batch_discount", "limits", "models", "window", "storage")
+
+
 class Capabilities:
     def __init__(self, path: Path):
         self.path = path
@@ -70,7 +108,13 @@ class Capabilities:
                     min_requests_per_job=int(limits.get("min_requests_per_job", 1)),
                 ),
                 models=dict(p["models"]),
-                extra={k: v for k, v in p.items() if k not in ("batch_discount", "limits", "models")},
+                window=_window(name, p["window"]),
+                storage=Storage(
+                    usd_per_gb_month=float(p["storage"]["usd_per_gb_month"]),
+                    source=str(p["storage"]["source"]),
+                    as_of=str(p["storage"]["as_of"]),
+                ),
+                extra={k: v for k, v in p.items() if k not in _TYPED},
             )
 
     def provider(self, name: str) -> ProviderCapabilities:
@@ -97,6 +141,20 @@ class Capabilities:
                 f"{provider} batch inference for {model!r} is not offered in {region!r} according to "
                 f"{self.path.name}; it is in {regions}"
             )
+
+
+def _window(provider: str, w: dict[str, Any]) -> Window:
+    sla = w.get("sla_covered")
+    if sla not in (True, False, None):
+        raise ValueError(f"{provider}: window.sla_covered must be true, false or null (unconfirmed), not {sla!r}")
+    queueing = w.get("queueing_hours")
+    return Window(
+        hours=float(w["hours"]),
+        queueing_hours=float(queueing) if queueing is not None else None,
+        sla_covered=sla,
+        source=str(w["source"]),
+        as_of=str(w["as_of"]),
+    )
 
 
 @functools.cache

@@ -188,7 +188,7 @@ class OpenAIBatchProvider(BatchProvider):
                 continue
             with self.client.files.with_streaming_response.content(file_id) as response:
                 for number, line in enumerate(split_jsonl(response.iter_bytes()), start=1):
-                    yield self._parse_line(line, file_id, number)
+                    yield self._parse_line(line, file_id, number).sized(line)
 
     @staticmethod
     def _parse_line(line: bytes, file_id: str, number: int) -> Result:

@@ -220,7 +220,7 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
             return
         for uri in self.store.list(directory.rstrip("/") + "/", ".jsonl"):
             for number, line in enumerate(self.store.lines(uri), start=1):  # streamed
-                yield self._parse_row(line, uri, number)
+                yield self._parse_row(line, uri, number).sized(line)
 
     @staticmethod
     def _parse_row(line: bytes, where: str, number: int) -> Result:

@@ -91,7 +91,9 @@ def collect_job(
     discount = capabilities().provider(jw.spec.provider.name).batch_discount
     results = adapter.iter_results(info) if not info.provider_job_id.startswith(REFUSED) else iter(())
     tally = apply_results(jw, ledger, job, results, info, run, discount=discount)
-    ledger.finish_job(job.id, str(info.status), {**info.details, "counts": info.counts, "error": info.error})
+    # the result files' size (the report prices their storage)
+    kept = {"result_bytes": tally.get("result_bytes", 0)}
+    ledger.finish_job(job.id, str(info.status), {**info.details, "counts": info.counts, "error": info.error, **kept})
     if jw.spec.provider.delete_files_after_collect and not info.provider_job_id.startswith((REFUSED, REALTIME)):
         adapter.cleanup(info)
     return tally
@@ -140,6 +142,7 @@ class _Results:
         self.pending: list[Any] = []
 
     def add(self, result) -> None:
+        self.tally["result_bytes"] += result.line_bytes
         if result.custom_id is None:
             self.tally["unreadable_result_line"] += 1
             log.warning("job %s: %s; its record counts as having no result", self.job.token, result.error_message)

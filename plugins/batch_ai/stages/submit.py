@@ -127,7 +127,7 @@ def _create(workload: Workload, ledger: Ledger, adapter: BatchProvider, job, run
         for rec in ledger.iter_job_records(job.id, State.QUEUED):
             requests.add(adapter.build_request(sent_as(job, rec), workload.prompt_for(rec.input), options))
         try:
-            return adapter.submit(
+            info = adapter.submit(
                 requests,
                 job.token,
                 model=workload.spec.provider.model,
@@ -136,3 +136,5 @@ def _create(workload: Workload, ledger: Ledger, adapter: BatchProvider, job, run
         except JobRefused as exc:
             log.warning("the provider refused job %s when it was created: %s", job.token, exc)
             return exc
+        info.details["staged_bytes"] = requests.size  # the request file sent (the report prices its storage)
+        return info

@@ -163,6 +163,16 @@ class BudgetSpec(_Strict):
     max_batch_usd: float | None = Field(None, gt=0)
 
 
+class CostSpec(_Strict):
+    """What a night costs beyond the provider's bill, for the report's true cost: a person's time
+    for each record sent to review (files kept at the provider are priced for as long as
+    ``retention.provider_files_days`` keeps them). The defaults are assumptions to replace with
+    your own figures."""
+
+    review_minutes: float = Field(3.0, ge=0)  # a person's time per record sent to review
+    reviewer_hourly_usd: float = Field(40.0, ge=0)  # what an hour of that person's time costs
+
+
 class DeadlineSpec(_Strict):
     """When the results are needed: ``hours`` after the run was queued (for a nightly run, just
     after its data interval ends). A miss fires Airflow's deadline alert; with ``on_miss:
@@ -304,6 +314,7 @@ class WorkloadSpec(_Strict):
     quality_gate: QualityGateSpec = QualityGateSpec()
     review: ReviewSpec = ReviewSpec()
     budget: BudgetSpec = BudgetSpec()
+    cost: CostSpec = CostSpec()
     deadline: DeadlineSpec | None = None
     evaluation: EvaluationSpec | None = None
     retention: RetentionSpec = RetentionSpec()
