@@ -95,6 +95,9 @@ class Result:
     error_message: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    #: an embedding: the numbers as the provider sent them (validated, not trusted)
+    vector: list[Any] | None = None
+    model: str | None = None  # the model the provider says answered (embeddings record it)
 
     @property
     def answered(self) -> bool:
@@ -135,6 +138,8 @@ class RequestOptions:
     schema_name: str
     max_output_tokens: int
     temperature: float
+    endpoint: str = "chat"  # chat, responses or embeddings (ProviderSpec.endpoint)
+    dimensions: int | None = None  # embeddings: the vector's length
 
 
 class BatchProvider(abc.ABC):
