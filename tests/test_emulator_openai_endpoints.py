@@ -10,6 +10,7 @@ import openai
 import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.responses import Response
+
 from test_emulator_openai import SCHEMA, results, upload, wait
 
 

@@ -43,12 +43,13 @@ def vector_problem(values: Any, dimensions: int):
     if len(values) != dimensions:
         return None, f"vector: {len(values)} dimensions, not the configured {dimensions}"
     try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+        array = np.asarray(values)  # numbers make a numeric array; a string, null or list does not
+    except ValueError:
+        array = None
+    if array is None or array.ndim != 1 or array.dtype.kind not in "fi":
         bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))), None)
         return None, f"vector: holds {str(bad)[:20]!r}, not a number"
-    if array.ndim != 1 or array.dtype.kind != "f":
-        return None, "vector: not a flat list of numbers"
+    array = array.astype(np.float64, copy=False)
     finite = np.isfinite(array)
     if not finite.all():
         at = int(np.argmin(finite))
