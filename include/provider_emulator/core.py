@@ -192,6 +192,15 @@ def _repeated_error(faults: ProviderFaults, prompt_text: str) -> bool:
         return True
 
 
+def line_fault_for(faults: ProviderFaults, key: str, prompt_text: str) -> str | None:
+    """The fault one request gets: by its key, or (``line_error_repeats``) its errors by its content."""
+    if faults.line_error_repeats:
+        if _repeated_error(faults, prompt_text):
+            return "line_error"
+        return line_fault(faults.model_copy(update={"line_error_rate": 0.0}), key)
+    return line_fault(faults, key)
+
+
 def answer(
     faults: ProviderFaults,
     key: str,
@@ -204,16 +213,7 @@ def answer(
     model_name: str = "",
 ) -> LineOutcome:
     """Answer one request; ``log(key, fault)`` records a fault that was applied."""
-    fault = None
-    if faults.realtime_faults or not realtime:
-        if faults.line_error_repeats:
-            fault = (
-                "line_error"
-                if _repeated_error(faults, prompt_text)
-                else line_fault(faults.model_copy(update={"line_error_rate": 0.0}), key)
-            )
-        else:
-            fault = line_fault(faults, key)
+    fault = line_fault_for(faults, key, prompt_text) if faults.realtime_faults or not realtime else None
     if fault and log:
         log(key, fault)
     tokens_in = model.estimate_tokens(prompt_text)

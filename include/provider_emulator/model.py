@@ -273,3 +273,13 @@ def _found_items(
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+def embedding(text: str, dimensions: int) -> list[float]:
+    """A unit vector of ``dimensions`` numbers, fixed by the text (the same text, the same vector;
+    a text that shares its opening with another lies near it)."""
+    rng = rng_for(text, "embedding")
+    near = rng_for(text[:40], "embedding-topic")  # texts with the same opening share a direction
+    values = [0.6 * near.gauss(0.0, 1.0) + 0.4 * rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from provider_emulator import core, model
+from provider_emulator import openai_answers as answers
 from provider_emulator.faults import ProviderFaults
 
 ALLOWED_ENDPOINTS = {"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"}
@@ -125,6 +126,18 @@ class OpenAIEmulator(core.JobFlow):
             "service_tier": "default",
             "system_fingerprint": "fp_emulator",
         }
+
+    def answer_line(self, endpoint: str, body: dict[str, Any], key: str, *, realtime: bool = False):
+        """``(failed, body)``: the answer on a batch's endpoint to one request body."""
+        log = lambda k, f: self.state.log_fault("openai", k, f)  # noqa: E731
+        if endpoint == "/v1/embeddings":
+            fault, answer = answers.embed(self.faults, body, key, realtime=realtime, log=log)
+            return fault == "line_error", answer
+        if endpoint == "/v1/responses":
+            outcome, answer = answers.respond(self.faults, body, key, realtime=realtime, log=log)
+        else:
+            outcome, answer = self.complete(body, key, realtime=realtime)
+        return outcome.failed, answer
 
     # -- batches ------------------------------------------------------------------------
 
@@ -262,8 +275,8 @@ class OpenAIEmulator(core.JobFlow):
                     }
                 )
                 continue
-            outcome, body = self.complete(item.get("body") or {}, cid)
-            if outcome.failed:
+            failed, body = self.answer_line(b.endpoint, item.get("body") or {}, cid)
+            if failed:
                 status_code = b.faults.line_error_status
                 err_lines.append(
                     {
@@ -287,8 +300,9 @@ class OpenAIEmulator(core.JobFlow):
                     }
                 )
                 continue
-            b.usage["input_tokens"] += body["usage"]["prompt_tokens"]
-            b.usage["output_tokens"] += body["usage"]["completion_tokens"]
+            usage = body["usage"]
+            b.usage["input_tokens"] += usage.get("prompt_tokens", usage.get("input_tokens", 0))
+            b.usage["output_tokens"] += usage.get("completion_tokens", usage.get("output_tokens", 0))
             out_lines.append(
                 {
                     "id": rid,
@@ -477,7 +491,36 @@ def router(emu: OpenAIEmulator) -> APIRouter:  # noqa: C901 - its endpoints are 
             )
         return completion
 
+    @r.post("/responses")
+    async def responses(request: Request):
+        body = await request.json()
+        if not body.get("model") or not body.get("input"):
+            return error(400, "'model' and 'input' are required.")
+        return _realtime(emu, "/v1/responses", body)
+
+    @r.post("/embeddings")
+    async def embeddings(request: Request):
+        body = await request.json()
+        if not body.get("model") or body.get("input") in (None, "", []):
+            return error(400, "'model' and 'input' are required.", param="input")
+        if body.get("encoding_format", "float") not in ("float", "base64"):
+            return error(400, "encoding_format must be 'float' or 'base64'.", param="encoding_format")
+        return _realtime(emu, "/v1/embeddings", body)
+
     return r
+
+
+def _realtime(emu: OpenAIEmulator, endpoint: str, body: dict[str, Any]):
+    """A real-time answer on one endpoint, or the fault's error."""
+    if core.rejected_line(emu.faults, [body]):
+        return error(400, "The request body is invalid.", param="input")
+    failed, answer = emu.answer_line(endpoint, body, model.dumps(body.get("input")), realtime=True)
+    if failed:
+        return error(
+            emu.faults.line_error_status, "The server had an error while processing your request.", "server_error"
+        )
+    # Python's encoder, as the result files use: a broken vector's NaN is written, not refused
+    return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
 
 
 def _model_of(data: bytes) -> str | None:

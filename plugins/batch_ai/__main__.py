@@ -60,7 +60,7 @@ def _demo_parser(sub) -> None:
     demo = sub.add_parser(
         "demo", help="seed data, start the emulator, run the DAG with airflow dags test, print the report"
     )
-    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all five)")
+    demo.add_argument("--workload", choices=WORKLOADS, default=None, help="run only this workload (default: all six)")
     demo.add_argument(
         "--provider",
         choices=PROVIDERS,

@@ -15,7 +15,14 @@ from pathlib import Path
 from batch_ai.localenv import REPO, airflow_env, dags_test, migrate
 from batch_ai.providers import PROVIDERS
 
-WORKLOADS = ("ticket_summaries", "document_tagging", "lead_scoring", "compliance_review", "model_evaluation")
+WORKLOADS = (
+    "ticket_summaries",
+    "document_tagging",
+    "lead_scoring",
+    "compliance_review",
+    "kb_embeddings",
+    "model_evaluation",
+)
 OUT = REPO / "demo-output"
 
 #: The evaluation's candidates answer enum questions wrong this often (the emulator's stand-in
@@ -39,13 +46,14 @@ def demo_faults() -> dict:
 
 def seed_all(data: Path, day: str, rows: int) -> dict[str, Path]:
     """One day's source data for every workload, and the evaluation's labelled set."""
-    from sample_data import compliance, documents, eval_set, leads, tickets
+    from sample_data import compliance, documents, eval_set, kb_articles, leads, tickets
 
     return {
         "ticket_summaries": tickets.write_day(data, day, count=rows),
         "document_tagging": documents.write_day(data, day),
         "lead_scoring": leads.write_day(data, day),
         "compliance_review": compliance.write_day(data, day),
+        "kb_embeddings": kb_articles.write_day(data, day),
         "model_evaluation": eval_set.write_prompt_set(data),
     }
 
@@ -56,7 +64,7 @@ def run_demo(
     """The demo night (or ``nights`` nights up to ``day``, of ticket_summaries); 0 when every
     workload ran and accounted for every row."""
     ledger_url = f"sqlite:///{_fresh(OUT)}"
-    workloads = [workload] if workload else list(WORKLOADS)
+    workloads = [workload] if workload else _runnable(list(WORKLOADS), provider)
     for name, path in seed_all(OUT / "data", day, rows).items():
         if name in workloads:
             print(f"seeded {name}: {path.relative_to(REPO)}")
@@ -90,6 +98,21 @@ def _earlier_nights(day: str, nights: int, rows: int) -> list[str]:
         path = tickets.write_day(OUT / "data", earlier, count=rows, first_id=100000 + n * 1_000_000)
         print(f"seeded ticket_summaries: {path.relative_to(REPO)}")
     return days
+
+
+def _runnable(workloads: list[str], provider: str | None) -> list[str]:
+    """The workloads the provider can run: an embeddings workload is left out (and said so) on a
+    provider whose batch API or adapter has no embeddings (the capability table)."""
+    if not provider:
+        return workloads
+    from batch_ai.providers.capabilities import capabilities
+
+    caps = capabilities().provider(provider)
+    if "embeddings" in caps.endpoints:
+        return workloads
+    why = (caps.extra.get("embeddings") or {}).get("note", "not in its endpoints")
+    print(f"kb_embeddings left out: {provider} has no batch embeddings here ({why})")
+    return [w for w in workloads if w != "kb_embeddings"]
 
 
 def _fresh(out: Path) -> Path:

@@ -98,6 +98,9 @@ class Result:
     #: the provider's id of the request (its support asks for it): kept per attempt in the ledger
     request_id: str | None = None
     line_bytes: int = 0  # the size of its line in the provider's result file (storage accounting)
+    #: an embedding: the numbers as the provider sent them (validated, not trusted)
+    vector: list[Any] | None = None
+    model: str | None = None  # the model the provider says answered (embeddings record it)
 
     def sized(self, line: bytes) -> Result:
         """This result, with the size of the result line it was read from (and its line end)."""
@@ -143,6 +146,8 @@ class RequestOptions:
     schema_name: str
     max_output_tokens: int
     temperature: float
+    endpoint: str = "chat"  # chat, responses or embeddings (ProviderSpec.endpoint)
+    dimensions: int | None = None  # embeddings: the vector's length
 
 
 class BatchProvider(abc.ABC):

@@ -82,6 +82,21 @@ class ProviderCapabilities:
     def default_region(self) -> str | None:
         return self.extra.get("default_region")
 
+    @property
+    def endpoints(self) -> list[str]:
+        """The batch endpoints this project's adapter for the provider sends."""
+        return list(self.extra.get("endpoints", ["chat"]))
+
+    def default_model_for(self, endpoint: str) -> str:
+        if endpoint == "embeddings" and "default_embedding_model" in self.extra:
+            return self.extra["default_embedding_model"]
+        return self.default_model
+
+    def embedding_dimensions(self, model: str) -> tuple[int, int]:
+        """(default, largest) dimensions of an embedding model."""
+        m = self.models[model]
+        return int(m["dimensions"]), int(m.get("max_dimensions", m["dimensions"]))
+
     def price(self, model: str) -> Price:
         m = self.models[model]
         return Price(m["input_per_mtok"], m["output_per_mtok"])
@@ -140,6 +155,32 @@ class Capabilities:
             raise ValueError(
                 f"{provider} batch inference for {model!r} is not offered in {region!r} according to "
                 f"{self.path.name}; it is in {regions}"
+            )
+
+    def check_endpoint(self, provider: str, endpoint: str, model: str) -> None:
+        """Fail unless ``provider`` offers ``endpoint`` in batch, this project's adapter sends it,
+        and ``model`` is of the kind the endpoint takes (an embedding model for embeddings)."""
+        p = self.provider(provider)
+        where = f"{self.path.name}: providers.{provider}"
+        if endpoint == "embeddings":
+            offered = p.extra.get("embeddings") or {}
+            if not offered.get("batch"):
+                why = f" ({offered['note']})" if offered.get("note") else ""
+                raise ValueError(
+                    f"provider.endpoint is embeddings, but {provider} offers no embeddings in batch{why}; "
+                    f"{where}.embeddings says so. Use a provider that does (openai)."
+                )
+        if endpoint not in p.endpoints:
+            note = (p.extra.get("embeddings") or {}).get("note") if endpoint == "embeddings" else None
+            raise ValueError(
+                f"provider.endpoint is {endpoint}, which batch-ai's {provider} adapter does not send"
+                f"{f' ({note})' if note else ''}; {where}.endpoints lists {p.endpoints}"
+            )
+        kind = p.models.get(model, {}).get("kind", "chat")
+        if (endpoint == "embeddings") != (kind == "embedding"):
+            raise ValueError(
+                f"provider.model {model!r} is a{'n embedding' if kind == 'embedding' else ' generation'} model "
+                f"({where}.models.{model}), which provider.endpoint {endpoint} cannot use"
             )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from batch_ai import jsonio
+from batch_ai.providers import openai_endpoints as endpoints
 from batch_ai.providers.base import (
     BatchProvider,
     ErrorKind,
@@ -26,7 +27,6 @@ from batch_ai.providers.base import (
     Result,
     error_kind_for_http_status,
     split_jsonl,
-    strip_keywords,
 )
 from batch_ai.providers.request_file import RequestFile
 
@@ -82,36 +82,23 @@ class OpenAIBatchProvider(BatchProvider):
     # -- requests --------------------------------------------------------------------------
 
     def _body(self, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
-        return {
-            "model": options.model,
-            "messages": [
-                {"role": "system", "content": prompt.system},
-                {"role": "user", "content": prompt.user},
-            ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": options.schema_name,
-                    "schema": strip_keywords(options.output_schema, self.unsupported_keywords),
-                    "strict": True,
-                },
-            },
-            "max_completion_tokens": options.max_output_tokens,
-            "temperature": options.temperature,
-        }
+        return endpoints.body(prompt, options, self.unsupported_keywords)
 
     def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
-        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": self._body(prompt, options)}
+        url = endpoints.URLS[options.endpoint]
+        return {"custom_id": custom_id, "method": "POST", "url": url, "body": self._body(prompt, options)}
 
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
         # the SDK streams a file object into the multipart body
+        # a batch serves one endpoint, the one its lines name
+        endpoint = next(iter(requests), {}).get("url", ENDPOINT)
         upload = self.client.files.create(file=(f"{token}.jsonl", requests.open()), purpose="batch")
         log.info("uploaded %s (%d requests, %d bytes) as file %s", token, requests.count, requests.size, upload.id)
         metadata = {TOKEN_KEY: token, **{k[:64]: str(v)[:512] for k, v in labels.items()}}
         batch = self.client.batches.create(
-            input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h", metadata=metadata
+            input_file_id=upload.id, endpoint=endpoint, completion_window="24h", metadata=metadata
         )
         log.info("created batch %s for %s", batch.id, token)
         return self._info(batch)
@@ -193,7 +180,7 @@ class OpenAIBatchProvider(BatchProvider):
     @staticmethod
     def _parse_line(line: bytes, file_id: str, number: int) -> Result:
         try:
-            item = jsonio.loads(line)
+            item = _loads(line)
             custom_id = item["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(f"result file {file_id}", number, f"not a batch result line ({exc})")
@@ -206,8 +193,13 @@ class OpenAIBatchProvider(BatchProvider):
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
         import openai
 
+        create = {
+            "chat": self.client.chat.completions.create,
+            "responses": self.client.responses.create,
+            "embeddings": self.client.embeddings.create,
+        }[options.endpoint]
         try:
-            completion = self.client.chat.completions.create(**self._body(prompt, options))
+            answer = create(**self._body(prompt, options))
         except openai.APIStatusError as exc:  # after the SDK's own retries
             return Result(
                 custom_id,
@@ -215,15 +207,15 @@ class OpenAIBatchProvider(BatchProvider):
                 error_message=str(exc)[:500],
                 request_id=exc.request_id,
             )
-        result = _from_completion(custom_id, completion.model_dump())
-        result.request_id = completion._request_id or completion.id  # the x-request-id header
+        result = endpoints.result_from(custom_id, answer.model_dump())
+        result.request_id = answer._request_id or getattr(answer, "id", None)  # the x-request-id header
         return result
 
 
 def _line_result(custom_id: str, item: dict[str, Any]) -> Result:
     response, error = item.get("response"), item.get("error")
     if response and response.get("status_code") == 200:
-        return _from_completion(custom_id, response.get("body") or {})
+        return endpoints.result_from(custom_id, response.get("body") or {})
     if error:
         kind = _LINE_ERROR_CODES.get(error.get("code"), ErrorKind.UNKNOWN)
         return Result(custom_id, error_kind=kind, error_message=f"{error.get('code')}: {error.get('message')}")
@@ -236,13 +228,17 @@ def _line_result(custom_id: str, item: dict[str, Any]) -> Result:
     )
 
 
-def _from_completion(custom_id: str, body: dict[str, Any]) -> Result:
-    usage = body.get("usage") or {}
-    tokens = {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)}
-    choices = body.get("choices") or []
-    if not choices:
-        return Result(custom_id, error_kind=ErrorKind.UNKNOWN, error_message="response has no choices", **tokens)
-    message = choices[0].get("message") or {}
-    if message.get("refusal"):
-        return Result(custom_id, refusal=message["refusal"], **tokens)
-    return Result(custom_id, output_text=message.get("content"), **tokens)
+_NON_FINITE = (b"NaN", b"Infinity")
+
+
+def _loads(line: bytes) -> Any:
+    """A result line. An embedding holding ``NaN`` or ``Infinity`` (not JSON, but what Python's
+    own encoder writes) is read, so that validation rejects the vector, not the whole line."""
+    try:
+        return jsonio.loads(line)
+    except ValueError:
+        if not any(token in line for token in _NON_FINITE):
+            raise
+        import json
+
+        return json.loads(line)

@@ -19,7 +19,8 @@ def publish(workload: Workload, ledger: Ledger, run_id: str, actor: str, gated_b
     if workload.spec.sink.kind == "files":
         from batch_ai.publish import files
 
-        return files.publish(ledger, workload.record_key(), workload.spec.sink, run_id, actor, gated_by)
+        vectors = ("vector",) if workload.embeds else ()
+        return files.publish(ledger, workload.record_key(), workload.spec.sink, run_id, actor, gated_by, vectors)
     from batch_ai.publish import sql_table
 
     return sql_table.publish(

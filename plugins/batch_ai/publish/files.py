@@ -44,11 +44,13 @@ def file_name(run_id: str, record_ids: list[int], fmt: str) -> str:
     return f"{run}-{digest}" + (".parquet" if fmt == "parquet" else ".jsonl")
 
 
-def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
+def _encode(rows: list[dict[str, Any]], fmt: str, vectors: tuple[str, ...] = ()) -> bytes:
     if fmt == "jsonl":
         from batch_ai.providers.base import jsonl_line
 
-        return b"".join(jsonl_line(r, default=str) for r in rows)
+        return b"".join(jsonl_line(r, default=_plain) for r in rows)
+    if vectors:
+        return _vector_parquet(rows, vectors)
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -60,9 +62,50 @@ def _encode(rows: list[dict[str, Any]], fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _plain(value: Any) -> Any:
+    """JSON for what the standard types do not cover: a vector as its list of numbers."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _vector_parquet(rows: list[dict[str, Any]], vectors: tuple[str, ...]) -> bytes:
+    """Parquet whose vector columns are ``list<float32>``; the others as pyarrow infers them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = list(rows[0]) if rows else []
+    columns = {
+        name: pa.array([r[name] for r in rows], type=pa.list_(pa.float32()) if name in vectors else None)
+        for name in names
+    }
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+def _row(sink, r, lineage: dict[str, Any], vectors: tuple[str, ...]) -> dict[str, Any]:
+    """One published row: the key, the sink's columns (a vector decoded to float32), then the
+    lineage columns the sink's own columns do not already name."""
+    from batch_ai.validation.vectors import decode
+
+    row = {sink.key: r.source_id}
+    for c in sink.columns:
+        value = (r.output or {}).get(c)
+        row[c] = decode(value) if c in vectors and isinstance(value, str) else value
+    row.update({k: v for k, v in lineage.items() if k not in row})
+    return row
+
+
 def publish(
-    ledger: Ledger, key: RecordKey, sink, run_id: str, actor: str, gated_by: str | None = None
+    ledger: Ledger,
+    key: RecordKey,
+    sink,
+    run_id: str,
+    actor: str,
+    gated_by: str | None = None,
+    vectors: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """Write the key's ready records to one new file (``vectors``: output fields holding an
+    encoded embedding, written as ``list<float32>``)."""
     from airflow.sdk import ObjectStoragePath
 
     base = ObjectStoragePath(_expand(sink.uri).rstrip("/") + "/")
@@ -77,26 +120,32 @@ def publish(
         if publication is None:
             log.info("nothing to publish to %s", base)
             return {"published": 0, "file": None}
+        lineage = {
+            "prompt_version": key.prompt_version,
+            "schema_version": key.schema_version,
+            "model": key.model,
+            "run_id": run_id,
+            "published_at": now.isoformat(),
+        }
         rows = [
-            {
-                sink.key: r.source_id,
-                **{c: (r.output or {}).get(c) for c in sink.columns},
-                "source_date": r.source_date.isoformat() if r.source_date else None,
-                "record_id": r.id,
-                "prompt_version": key.prompt_version,
-                "schema_version": key.schema_version,
-                "model": key.model,
-                "provider_request_id": r.provider_request_id,
-                "run_id": run_id,
-                "published_at": now.isoformat(),
-            }
+            _row(
+                sink,
+                r,
+                {
+                    "source_date": r.source_date.isoformat() if r.source_date else None,
+                    "record_id": r.id,
+                    "provider_request_id": r.provider_request_id,
+                    **lineage,
+                },
+                vectors,
+            )
             for r in records
         ]
         final = ObjectStoragePath(publication.target)
         base.mkdir(parents=True, exist_ok=True)
         tmp = base / f"_{final.name}.tmp"
         with tmp.open("wb") as fh:
-            fh.write(_encode(rows, sink.format))
+            fh.write(_encode(rows, sink.format, vectors))
         tmp.rename(final)
         ledger.complete_publication(publication, f"written to {final}", actor=actor, run_id=run_id)
     log.info("published %d record(s) to %s", len(rows), final)

@@ -153,7 +153,7 @@ class _Results:
             return
         self.seen.add(result.custom_id)
         self.pending.append(result)
-        if len(self.pending) >= STEP:
+        if len(self.pending) >= min(STEP, self.validator.chunk):
             self.flush()
 
     def flush(self) -> None:
@@ -269,7 +269,7 @@ def change_for(workload: Workload, rec, result, validator: OutputValidator, tota
                 "validation_errors": ["refusal"],
             },
         )
-    verdict = validator.validate(result.output_text, rec.source_id, rec.input)
+    verdict = validator.check(result, rec.source_id, rec.input)
     if verdict.ok:
         why = verdict.review or review_reason(workload, rec.custom_id, verdict.output)
         return Change(

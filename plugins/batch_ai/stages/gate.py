@@ -31,7 +31,7 @@ def gate(workload: Workload, ledger: Ledger, run: RunInfo):
         for page in ledger.ready_pages(workload.record_key(), PAGE):
             rows = [{sink.key: r.source_id, **{c: (r.output or {}).get(c) for c in sink.columns}} for r in page]
             if not seen["sample"]:  # what a person approving the publish sees: a few of the outputs
-                seen["sample"] = [{k: row[k] for k in [sink.key, *sink.columns[:3]]} for row in rows[:3]]
+                seen["sample"] = [{k: _short(row[k]) for k in [sink.key, *sink.columns[:3]]} for row in rows[:3]]
             seen["records"] += len(rows)
             yield pd.DataFrame(rows, columns=[sink.key, *sink.columns])
             # marked once checked: a gate killed half-way has marked only pages it checked
@@ -52,3 +52,8 @@ def gate(workload: Workload, ledger: Ledger, run: RunInfo):
         },
     )
     return verdict
+
+
+def _short(value):
+    """A sample value as a person approving the publish reads it (an encoded vector is 8 KB)."""
+    return value[:80] + "..." if isinstance(value, str) and len(value) > 1000 else value

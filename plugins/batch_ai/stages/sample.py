@@ -65,7 +65,7 @@ def _call(workload: Workload, adapter: BatchProvider, picked, prompts) -> Counte
             tally["error"] += 1
             log.info("sample %s: %s: %s", rec.source_id, result.error_kind, result.error_message)
         else:
-            verdict = validator.validate(result.output_text, rec.source_id, rec.input)
+            verdict = validator.check(result, rec.source_id, rec.input)
             tally["valid" if verdict.ok else "invalid"] += 1
             log.info("sample %s: %s", rec.source_id, "valid" if verdict.ok else "; ".join(verdict.errors))
     return tally

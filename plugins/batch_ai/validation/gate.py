@@ -59,8 +59,15 @@ def _suite(workload, columns: set[str]):
         for f, limit in v.max_length.items()
         if f in columns
     ]
-    if v.no_html:
+    if v.no_html and not workload.embeds:
         out.append(("outputs", e.ExpectColumnValuesToBeNull(column=UNSAFE)))
+    if workload.embeds and "dimensions" in columns:  # every vector of the configured length
+        out.append(
+            (
+                "outputs",
+                e.ExpectColumnValuesToBeInSet(column="dimensions", value_set=[workload.spec.provider.dimensions]),
+            )
+        )
     out.append(
         (
             "answers",
@@ -114,7 +121,9 @@ def run_gate(workload, outputs: Iterable[pd.DataFrame] | pd.DataFrame, valid: in
             _merge(merged, r, len(frame))
 
     for frame in [outputs] if isinstance(outputs, pd.DataFrame) else outputs:
-        check("outputs", with_safety_column(workload, frame) if workload.spec.validation.no_html else frame)
+        # vectors are numbers: no text to check for markup
+        safety = workload.spec.validation.no_html and not workload.embeds
+        check("outputs", with_safety_column(workload, frame) if safety else frame)
     # the run's answers as a column of booleans: the share of invalid ones is what is judged
     check("answers", pd.DataFrame({"valid": [True] * valid + [False] * invalid}, dtype=object))
     checks = list(merged.values())

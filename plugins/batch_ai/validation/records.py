@@ -51,9 +51,22 @@ class OutputValidator:
         self.rules = rules
         self.id_regex = id_regex  # what other records' source ids look like in text
 
+    #: results a collect validates and writes at once
+    chunk = 5000
+
     @classmethod
-    def for_workload(cls, workload) -> OutputValidator:
+    def for_workload(cls, workload):
+        """The workload's validator: this one, or for embeddings a
+        :class:`~batch_ai.validation.vectors.VectorValidator` (no text checks on numbers)."""
+        if workload.embeds:
+            from batch_ai.validation.vectors import VectorValidator
+
+            return VectorValidator.for_workload(workload)
         return cls(workload.output_schema, workload.spec.validation, workload.spec.source.id_regex())
+
+    def check(self, result, source_id: str, source: dict[str, Any] | None = None) -> Verdict:
+        """Check one answered :class:`~batch_ai.providers.base.Result`."""
+        return self.validate(result.output_text, source_id, source)
 
     def is_valid(self, output: dict[str, Any]) -> bool:
         try:

@@ -78,7 +78,12 @@ class VersionedFile(_Strict):
 
 class ProviderSpec(_Strict):
     name: str
-    model: str | None = None  # default: the provider's default model in the capability table
+    #: What each request asks: a chat completion, a Responses API response (both answer the
+    #: output schema), or an embedding of the rendered ``input`` (providers that offer it in batch).
+    endpoint: Literal["chat", "responses", "embeddings"] = "chat"
+    model: str | None = None  # default: the provider's default (embedding) model in the capability table
+    #: Embeddings: the vector's length (default: the model's, from the capability table).
+    dimensions: int | None = Field(None, gt=0)
     conn_id: str | None = None  # default: the provider's usual Airflow connection id
     #: Vertex AI location or AWS region (default from the capability table).
     region: str | None = None
@@ -347,8 +352,16 @@ class WorkloadSpec(_Strict):
         p = self.provider
         caps = capabilities().provider(p.name)
         filled = p.model_copy(
-            update={"model": p.model or caps.default_model, "region": p.region or caps.default_region}
+            update={"model": p.model or caps.default_model_for(p.endpoint), "region": p.region or caps.default_region}
         )
-        object.__setattr__(self, "provider", filled)
+        capabilities().check_endpoint(filled.name, filled.endpoint, filled.model)
         capabilities().check_batch_model(filled.name, filled.model, filled.region)
+        if filled.endpoint == "embeddings":
+            default, largest = caps.embedding_dimensions(filled.model)
+            if filled.dimensions is not None and filled.dimensions > largest:
+                raise ValueError(f"provider.dimensions {filled.dimensions} is over the {largest} of {filled.model}")
+            filled = filled.model_copy(update={"dimensions": filled.dimensions or default})
+        elif filled.dimensions is not None:
+            raise ValueError("provider.dimensions is for provider.endpoint: embeddings only")
+        object.__setattr__(self, "provider", filled)
         return self

@@ -46,17 +46,21 @@ class Workload:
         self.schema_bytes = self.schema_path.read_bytes()
         try:
             prompt = yaml.safe_load(self.prompt_bytes)
-            self.system_template, self.user_template = prompt["system"], prompt["user"]
+            if self.embeds:  # the text to embed: one template, no instructions
+                self.system_template, self.user_template = "", prompt["input"]
+            else:
+                self.system_template, self.user_template = prompt["system"], prompt["user"]
         except (yaml.YAMLError, KeyError, TypeError) as exc:
-            raise WorkloadError(
-                self.prompt_path, f"a prompt file is YAML with 'system' and 'user' keys: {exc}"
-            ) from None
+            keys = "an 'input' key (the text to embed)" if self.embeds else "'system' and 'user' keys"
+            raise WorkloadError(self.prompt_path, f"a prompt file is YAML with {keys}: {exc}") from None
         try:
             self.output_schema: dict[str, Any] = json.loads(self.schema_bytes)
             jsonschema.Draft202012Validator.check_schema(self.output_schema)
         except (json.JSONDecodeError, jsonschema.SchemaError) as exc:
             raise WorkloadError(self.schema_path, f"not a valid JSON Schema: {exc}") from None
         self._check_rules_against_schema()
+        if self.embeds:
+            self._check_vector_schema()
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
         self._system, self._user = self._templates(env)
         #: declared fields a row may lack render as empty text rather than failing the render
@@ -97,6 +101,11 @@ class Workload:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def embeds(self) -> bool:
+        """Whether its requests ask for embeddings (a vector per record, not an answer to a schema)."""
+        return self.spec.provider.endpoint == "embeddings"
+
     def record_key(self) -> RecordKey:
         """The version part of its records' idempotency key (the rest is each source id)."""
         s = self.spec
@@ -112,6 +121,8 @@ class Workload:
             schema_name=f"{schema_dir}_{self.spec.output_schema.version}"[:64],
             max_output_tokens=p.max_output_tokens,
             temperature=p.temperature,
+            endpoint=p.endpoint,
+            dimensions=p.dimensions,
         )
 
     def prompt_for(self, record_input: dict[str, Any]) -> Prompt:
@@ -210,6 +221,26 @@ class Workload:
                     f"validation.enums.{fld} allows {sorted(set(allowed) - set(schema_enum))} not in the schema",
                 )
 
+    def _check_vector_schema(self) -> None:
+        """An embeddings workload's output is ``{model, dimensions, vector}``; its schema fixes the
+        dimensions (``dimensions.const``), so another length is another schema version (and
+        another idempotency key), never vectors of two lengths under one."""
+        props = self.output_schema.get("properties", {})
+        missing = [f for f in ("model", "dimensions", "vector") if f not in props]
+        if missing:
+            raise WorkloadError(
+                self.schema_path,
+                f"an embeddings output schema needs the properties model, dimensions, vector: {missing} missing",
+            )
+        fixed = props["dimensions"].get("const")
+        wanted = self.spec.provider.dimensions
+        if fixed != wanted:
+            raise WorkloadError(
+                self.path,
+                f"provider.dimensions is {wanted} ({self.spec.provider.model}), but {self.spec.output_schema.file} "
+                f"fixes dimensions.const at {fixed}: make them agree (a new length is a new schema version)",
+            )
+
 
 #: A typical value of each declared field type, for checking a template when the DAG is parsed.
 _PROBE: dict[str, Any] = {
@@ -253,6 +284,14 @@ def load_workload(name: str) -> Workload:
 PROVIDER_OVERRIDE = "BATCH_AI_PROVIDER"
 
 
+def _serves(provider: str, spec: dict) -> bool:
+    """Whether the override's provider serves the workload's endpoint (an embeddings workload
+    keeps its own provider where the other has no batch embeddings, and its DAG still loads)."""
+    from batch_ai.providers.capabilities import capabilities
+
+    return spec.get("endpoint", "chat") in capabilities().provider(provider).endpoints
+
+
 def load_workload_file(path: Path) -> Workload:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -260,7 +299,7 @@ def load_workload_file(path: Path) -> Workload:
         raise WorkloadError(path, f"not valid YAML: {exc}") from None
     override = os.environ.get(PROVIDER_OVERRIDE)
     provider = raw.get("provider") if isinstance(raw, dict) else None
-    if override and isinstance(provider, dict) and provider.get("name") != override:
+    if override and isinstance(provider, dict) and provider.get("name") != override and _serves(override, provider):
         keep = {k: v for k, v in provider.items() if k not in ("name", "model", "conn_id", "region")}
         raw["provider"] = {**keep, "name": override}
     try:

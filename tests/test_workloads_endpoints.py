@@ -1,0 +1,139 @@
+"""Endpoints at parse time: embeddings only where the capability table offers them and the
+adapter sends them, an embedding model only on the embeddings endpoint, the vector's length
+agreed between the workload and its schema; and the request each endpoint sends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from batch_ai.providers.openai import OpenAIBatchProvider
+from batch_ai.workloads import WorkloadError, load_workload, load_workload_file
+from test_workloads import edit_spec, include_copy  # noqa: F401 - the fixture
+
+
+def edit_kb(include, **changes):
+    path = include / "workloads" / "kb_embeddings.yaml"
+    spec = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = spec
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    "provider, message",
+    [
+        ("anthropic", "anthropic offers no embeddings in batch (Anthropic has no embeddings API)"),
+        ("vertex", "which batch-ai's vertex adapter does not send"),
+        ("bedrock", "which batch-ai's bedrock adapter does not send"),
+    ],
+)
+def test_embeddings_on_a_provider_without_them_fail_at_parse(include_copy, provider, message):  # noqa: F811
+    with pytest.raises(WorkloadError) as err:
+        load_workload_file(edit_kb(include_copy, **{"provider.name": provider, "provider.model": None}))
+    text = str(err.value)
+    assert "kb_embeddings.yaml" in text and "provider.endpoint" in text and message in text
+    assert f"provider_capabilities.yaml: providers.{provider}." in text
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "vertex", "bedrock"])
+def test_switching_every_workload_to_a_provider_without_embeddings_keeps_kb_embeddings_on_its_own(
+    include_copy,  # noqa: F811
+    monkeypatch,
+    provider,
+):
+    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)  # what make demo PROVIDER=... and the tests do
+    assert load_workload_file(include_copy / "workloads" / "kb_embeddings.yaml").spec.provider.name == "openai"
+    assert load_workload_file(include_copy / "workloads" / "ticket_summaries.yaml").spec.provider.name == provider
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"provider.model": "gpt-4o-mini"}, "provider.model 'gpt-4o-mini' is a generation model"),
+        ({"provider.dimensions": 4096}, "provider.dimensions 4096 is over the 1536 of text-embedding-3-small"),
+        ({"provider.dimensions": 512}, "fixes dimensions.const at 1536"),
+    ],
+)
+def test_embedding_settings_are_checked_at_parse(include_copy, changes, message):  # noqa: F811
+    with pytest.raises(WorkloadError, match=message):
+        load_workload_file(edit_kb(include_copy, **changes))
+
+
+def test_an_embedding_model_cannot_generate(include_copy):  # noqa: F811
+    path = edit_spec(include_copy, **{"provider.model": "text-embedding-3-small"})
+    with pytest.raises(WorkloadError, match="is an embedding model"):
+        load_workload_file(path)
+    path = edit_spec(include_copy, **{"provider.name": "anthropic", "provider.endpoint": "responses"})
+    with pytest.raises(WorkloadError, match="provider.endpoint is responses, which batch-ai's anthropic adapter"):
+        load_workload_file(path)
+
+
+def test_each_endpoint_builds_its_request(include_copy):  # noqa: F811
+    adapter = OpenAIBatchProvider("openai_default")
+    kb = load_workload("kb_embeddings")
+    record = {"article_id": "KB-1", "title": "Refunds", "body": "Refunds take 5 days."}
+    line = adapter.build_request("r1-a1", kb.prompt_for(record), kb.request_options())
+    assert line == {
+        "custom_id": "r1-a1",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {
+            "model": "text-embedding-3-small",
+            "input": "Refunds\n\nRefunds take 5 days.",
+            "encoding_format": "float",
+            "dimensions": 1536,
+        },
+    }
+    edit_spec(include_copy, **{"provider.endpoint": "responses"})
+    load_workload.cache_clear()
+    tickets = load_workload("ticket_summaries")
+    line = adapter.build_request(
+        "r2-a1", tickets.prompt_for({"ticket_id": "T-1", "body": "x"}), tickets.request_options()
+    )
+    body = line["body"]
+    assert line["url"] == "/v1/responses" and body["input"].startswith("Ticket ID: T-1")
+    assert body["instructions"] and body["text"]["format"]["type"] == "json_schema" and body["text"]["format"]["strict"]
+    assert "maxLength" not in json.dumps(body["text"]["format"]["schema"])  # stripped, as for chat
+
+
+def test_the_vector_validator_is_fast_and_strict():
+    import time
+
+    from batch_ai.providers.base import Result
+    from batch_ai.validation.vectors import VectorValidator, decode
+
+    v = VectorValidator(4, "m")
+    ok = v.check(Result("c", vector=[0.1, -0.2, 0.3, 0.4]), "KB-1")
+    assert (
+        ok.ok
+        and ok.output["dimensions"] == 4
+        and decode(ok.output["vector"]).tolist() == pytest.approx([0.1, -0.2, 0.3, 0.4], rel=1e-6)
+    )
+    for vector, why in [
+        ([], "vector: empty"),
+        ([0.1, 0.2, 0.3], "3 dimensions, not the configured 4"),
+        ([0.1, float("nan"), 0.3, 0.4], "value 1 is nan, not a finite number"),
+        ([0.1, float("inf"), 0.3, 0.4], "value 1 is inf"),
+        ([0.1, 1e300, 0.3, 0.4], "beyond the float32 range"),
+        ([0.1, "0.2", 0.3, 0.4], "not a number"),
+        ([0.1, None, 0.3, 0.4], "not a number"),
+        ([0.0, 0.0, 0.0, 0.0], "every value is zero"),
+    ]:
+        verdict = v.check(Result("c", vector=vector), "KB-1")
+        assert not verdict.ok and why in verdict.errors[0], (vector, verdict.errors)
+    assert not v.check(Result("c", output_text=""), "KB-1").ok
+    big = VectorValidator(1536, "m")
+    vector = [((i * 7919) % 1000) / 1000 - 0.5 for i in range(1536)]
+    started = time.perf_counter()
+    for _ in range(1000):
+        assert big.check(Result("c", vector=vector), "KB-1").ok
+    per_record = (time.perf_counter() - started) / 1000
+    assert per_record < 0.002, f"{per_record * 1e6:.0f} µs per 1536-float vector"
