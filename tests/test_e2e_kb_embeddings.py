@@ -57,6 +57,9 @@ def test_two_nights_embed_each_article_once_per_content(airflow_home, tmp_path, 
     assert {"source_date", "record_id", "prompt_version", "schema_version", "run_id"} <= set(table.column_names)
     rows = table.to_pylist()
     assert len(rows) == len({r["id"] for r in rows}) == 116
+    # each row names the request that answered it (the OpenAI line's request id)
+    assert all(r["provider_request_id"].startswith("req_") for r in rows)
+    assert len({r["provider_request_id"] for r in rows}) == 116
     assert {(r["model"], r["dimensions"], len(r["vector"])) for r in rows} == {("text-embedding-3-small", 1536, 1536)}
     # the vector is the one the provider returned for the rendered article, as float32
     source = {a["article_id"]: a for a in (kb_articles.article(DAY1, n) for n in range(101))}

@@ -189,7 +189,7 @@ class RecordsMixin:
         PostgreSQL they are locked, skipping those a concurrent publish holds."""
         rc = t.records.c
         q = (
-            select(rc.id, rc.source_id, rc.output, rc.source_date)
+            select(rc.id, rc.source_id, rc.output, rc.source_date, rc.provider_request_id)
             .where(key.where(), rc.state == State.COMPLETED)
             .order_by(rc.id)
             .limit(STEP)
