@@ -29,8 +29,8 @@ def include_copy(tmp_path, monkeypatch):
     capabilities.cache_clear()
 
 
-def edit_spec(include, **changes):
-    path = include / "workloads" / "ticket_summaries.yaml"
+def edit_spec(include, workload: str = "ticket_summaries", **changes):
+    path = include / "workloads" / f"{workload}.yaml"
     spec = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
         node = spec

@@ -7,24 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from batch_ai.providers.openai import OpenAIBatchProvider
 from batch_ai.workloads import WorkloadError, load_workload, load_workload_file
 from test_workloads import edit_spec, include_copy  # noqa: F401 - the fixture
-
-
-def edit_kb(include, **changes):
-    path = include / "workloads" / "kb_embeddings.yaml"
-    spec = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = spec
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -37,7 +23,8 @@ def edit_kb(include, **changes):
 )
 def test_embeddings_on_a_provider_without_them_fail_at_parse(include_copy, provider, message):  # noqa: F811
     with pytest.raises(WorkloadError) as err:
-        load_workload_file(edit_kb(include_copy, **{"provider.name": provider, "provider.model": None}))
+        path = edit_spec(include_copy, "kb_embeddings", **{"provider.name": provider, "provider.model": None})
+        load_workload_file(path)
     text = str(err.value)
     assert "kb_embeddings.yaml" in text and "provider.endpoint" in text and message in text
     assert f"provider_capabilities.yaml: providers.{provider}." in text
@@ -64,7 +51,7 @@ def test_switching_every_workload_to_a_provider_without_embeddings_keeps_kb_embe
 )
 def test_embedding_settings_are_checked_at_parse(include_copy, changes, message):  # noqa: F811
     with pytest.raises(WorkloadError, match=message):
-        load_workload_file(edit_kb(include_copy, **changes))
+        load_workload_file(edit_spec(include_copy, "kb_embeddings", **changes))
 
 
 def test_an_embedding_model_cannot_generate(include_copy):  # noqa: F811
