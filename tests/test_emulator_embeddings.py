@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
 
+from batch_ai.providers import adapter_for
 from batch_ai.providers.bedrock import BedrockBatchProvider
+from batch_ai.providers.request_file import RequestFile
 from batch_ai.providers.vertex import VertexBatchProvider
 from batch_ai.validation.vectors import VectorValidator
+from batch_ai.workloads import load_workload
 from provider_emulator.model import embedding
 from test_emulator_bedrock import ROLE, outputs
 from test_emulator_bedrock import wait as wait_bedrock
@@ -162,3 +166,35 @@ def test_bedrock_titan_invoke_model_in_real_time(aws):
     bad = {**body, "dimensions": 768}
     with pytest.raises(runtime.exceptions.ValidationException, match="768 is not a valid enum value"):
         runtime.invoke_model(modelId=TITAN, body=json.dumps(bad), contentType="application/json")
+
+
+@pytest.mark.parametrize("provider", ["vertex", "bedrock"])
+def test_the_adapter_submits_collects_and_samples_embeddings(openai_conn, monkeypatch, provider):
+    """The adapter itself, through the Airflow connections to the emulator: the job's vector length
+    (Vertex: on the job; Bedrock: in each record), results matched by custom id, the sample call."""
+    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)
+    load_workload.cache_clear()
+    try:
+        kb = load_workload("kb_embeddings")
+    finally:
+        load_workload.cache_clear()
+    adapter, options = adapter_for(kb), kb.request_options()
+    records = {f"c{i}": {"article_id": f"KB-{i}", "title": f"Article {i}", "body": text(i)} for i in range(100)}
+    prompts = {c: kb.prompt_for(r) for c, r in records.items()}
+    with RequestFile.of(adapter.build_request(c, p, options) for c, p in prompts.items()) as requests:
+        job = adapter.submit(
+            requests, f"kb-{provider}-1", model=kb.spec.provider.model, labels={}, dimensions=options.dimensions
+        )
+    deadline = time.monotonic() + 30
+    while not job.terminal and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = adapter.get_job(job.provider_job_id)
+    assert job.status == "completed", job
+    results = {r.custom_id: r for r in adapter.iter_results(job)}
+    assert set(results) == set(prompts)
+    for c, result in results.items():
+        assert result.vector == embedding(prompts[c].user, options.dimensions) and result.input_tokens > 0
+    sample = adapter.realtime("sample-1", prompts["c1"], options)
+    assert sample.answered and sample.vector == pytest.approx(embedding(prompts["c1"].user, options.dimensions))
+    adapter.cleanup(job)
+    assert adapter.staged_files(job) == []
