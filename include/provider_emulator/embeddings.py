@@ -84,6 +84,27 @@ def vertex_prediction(
     return {"embeddings": {"values": values, "statistics": stats}}
 
 
+def vertex_predict(faults: ProviderFaults, model_id: str, body: dict[str, Any], log) -> tuple[int, Any]:
+    """A text-embedding model's ``:predict`` (``{"instances": [{"content"}], "parameters"}``):
+    ``(200, answer)``, or ``(status, message)`` for the error to send."""
+    instances = body.get("instances")
+    if not instances or not all(isinstance(x, dict) and isinstance(x.get("content"), str) for x in instances):
+        return 400, "instances[].content is required."
+    if core.rejected_line(faults, instances):
+        return 400, "Request contains an invalid argument."
+    dims = vertex_dimensions(model_id, body.get("parameters"))
+    predictions = []
+    for instance in instances:
+        key = json.dumps(instance, sort_keys=True)
+        prediction = vertex_prediction(faults, instance, dims, key, realtime=True, log=log)
+        if prediction is None:
+            status = faults.line_error_status
+            return status, "Internal error encountered." if status >= 500 else "Quota exceeded."
+        predictions.append(prediction)
+    characters = sum(len(x["content"]) for x in instances)
+    return 200, {"predictions": predictions, "metadata": {"billableCharacterCount": characters}}
+
+
 # -- Amazon Bedrock --------------------------------------------------------------------------
 
 

@@ -388,7 +388,12 @@ def _router(emu: VertexEmulator, version: str) -> APIRouter:  # noqa: C901 - its
     async def generate_content(project: str, location: str, publisher: str, model_action: str, request: Request):
         model_id, _, action = model_action.partition(":")
         if action == "predict" and embeddings.is_embedding_model(model_id):
-            return _predict(emu, model_id, await request.json())
+            log = lambda k, f: emu.state.log_fault("vertex", k, f)  # noqa: E731
+            status, answer = embeddings.vertex_predict(emu.faults, model_id, await request.json(), log)
+            # Python's encoder, as the result files use: a broken vector's NaN is written, not refused
+            return (
+                Response(json.dumps(answer), media_type="application/json") if status == 200 else error(status, answer)
+            )
         if action != "generateContent":
             return error(404, f"Unknown method {action!r}.")
         body = await request.json()
@@ -409,26 +414,3 @@ def _router(emu: VertexEmulator, version: str) -> APIRouter:  # noqa: C901 - its
         return response
 
     return r
-
-
-def _predict(emu: VertexEmulator, model_id: str, body: dict[str, Any]):
-    """A text-embedding model's ``:predict``: ``{"instances": [{"content"}], "parameters"}``."""
-    instances = body.get("instances")
-    if not instances or not all(isinstance(x, dict) and isinstance(x.get("content"), str) for x in instances):
-        return error(400, "instances[].content is required.")
-    if core.rejected_line(emu.faults, instances):
-        return error(400, "Request contains an invalid argument.")
-    dims = embeddings.vertex_dimensions(model_id, body.get("parameters"))
-    log = lambda k, f: emu.state.log_fault("vertex", k, f)  # noqa: E731
-    predictions = []
-    for instance in instances:
-        key = json.dumps(instance, sort_keys=True)
-        prediction = embeddings.vertex_prediction(emu.faults, instance, dims, key, realtime=True, log=log)
-        if prediction is None:
-            status = emu.faults.line_error_status
-            return error(status, "Internal error encountered." if status >= 500 else "Quota exceeded.")
-        predictions.append(prediction)
-    characters = sum(len(x["content"]) for x in instances)
-    answer = {"predictions": predictions, "metadata": {"billableCharacterCount": characters}}
-    # Python's encoder, as the result files use: a broken vector's NaN is written, not refused
-    return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
