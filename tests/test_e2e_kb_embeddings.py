@@ -1,6 +1,7 @@
 """The embeddings workload end to end: ``airflow dags test kb_embeddings`` against the emulator
-(the openai SDK → ``/v1/embeddings`` in a batch), two nights in a row, and a generation workload
-on ``/v1/responses``."""
+(the openai SDK → ``/v1/embeddings`` in a batch), two nights in a row; the same night on Vertex AI
+(text-embedding-005 batch prediction) and Bedrock (Titan Text Embeddings V2 batch inference);
+and a generation workload on ``/v1/responses``."""
 
 from __future__ import annotations
 
@@ -99,6 +100,33 @@ def test_two_nights_embed_each_article_once_per_content(airflow_home, tmp_path, 
             np.asarray(embedding(text, 1536), dtype=np.float32),
         )
     assert publishes_per_record(run) <= {1, 2}
+
+
+@pytest.mark.parametrize(
+    "provider, model, dimensions",
+    [("vertex", "text-embedding-005", 768), ("bedrock", "amazon.titan-embed-text-v2:0", 1024)],
+)
+def test_kb_embeddings_on_vertex_and_bedrock(airflow_home, tmp_path, emulator, provider, model, dimensions):
+    kb_articles.write_day(tmp_path / "data", DAY1)
+    run = make_run(airflow_home, tmp_path, emulator, "kb_embeddings")
+    run.env["BATCH_AI_PROVIDER"] = provider  # as make demo PROVIDER=... does: its default embedding model
+    run.dag(DAY1)
+    report = run.report()
+    assert report["provider"] == provider and report["lost"] == 0 and report["extracted"] == 120
+    assert report["states"]["published"] == 116 and report["states"]["invalid_output"] == 0
+    assert report["cost"]["batch_usd"] > 0
+    assert len(emulator.created(provider)) == 1  # one job of 116 records (Bedrock's minimum is 100)
+    rows = parquet_rows(run)
+    assert len(rows) == len({r["id"] for r in rows}) == 116
+    assert {(r["model"], r["dimensions"], len(r["vector"])) for r in rows} == {(model, dimensions, dimensions)}
+    # every vector is the one the provider returned for the rendered article, as float32
+    source = {a["article_id"]: a for a in (kb_articles.article(DAY1, n) for n in range(101))}
+    checked = [r for r in rows if r["id"] in source]
+    assert len(checked) >= 100
+    for r in checked:
+        art = source[r["id"]]
+        expected = np.asarray(embedding(f"{art['title']}\n\n{art['body']}", dimensions), dtype=np.float32)
+        assert np.array_equal(np.asarray(r["vector"], dtype=np.float32), expected), r["id"]
 
 
 def test_broken_vectors_are_invalid_and_failed_lines_are_retried(airflow_home, tmp_path, emulator):

@@ -13,32 +13,61 @@ from batch_ai.workloads import WorkloadError, load_workload, load_workload_file
 from test_workloads import edit_spec, include_copy  # noqa: F401 - the fixture
 
 
-@pytest.mark.parametrize(
-    "provider, message",
-    [
-        ("anthropic", "anthropic offers no embeddings in batch (Anthropic has no embeddings API)"),
-        ("vertex", "which batch-ai's vertex adapter does not send"),
-        ("bedrock", "which batch-ai's bedrock adapter does not send"),
-    ],
-)
-def test_embeddings_on_a_provider_without_them_fail_at_parse(include_copy, provider, message):  # noqa: F811
+def test_embeddings_on_a_provider_without_them_fail_at_parse(include_copy):  # noqa: F811
     with pytest.raises(WorkloadError) as err:
-        path = edit_spec(include_copy, "kb_embeddings", **{"provider.name": provider, "provider.model": None})
+        path = edit_spec(include_copy, "kb_embeddings", **{"provider.name": "anthropic", "provider.model": None})
         load_workload_file(path)
     text = str(err.value)
-    assert "kb_embeddings.yaml" in text and "provider.endpoint" in text and message in text
-    assert f"provider_capabilities.yaml: providers.{provider}." in text
+    assert "kb_embeddings.yaml" in text and "provider.endpoint" in text
+    assert "anthropic offers no embeddings in batch (Anthropic has no embeddings API)" in text
+    assert "provider_capabilities.yaml: providers.anthropic.embeddings says so" in text
+    assert "Use a provider that does (openai, vertex, bedrock)" in text
 
 
-@pytest.mark.parametrize("provider", ["anthropic", "vertex", "bedrock"])
-def test_switching_every_workload_to_a_provider_without_embeddings_keeps_kb_embeddings_on_its_own(
+def test_switching_every_workload_to_anthropic_keeps_kb_embeddings_on_its_own(include_copy, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("BATCH_AI_PROVIDER", "anthropic")  # what make demo PROVIDER=... and the tests do
+    assert load_workload_file(include_copy / "workloads" / "kb_embeddings.yaml").spec.provider.name == "openai"
+    assert load_workload_file(include_copy / "workloads" / "ticket_summaries.yaml").spec.provider.name == "anthropic"
+
+
+@pytest.mark.parametrize(
+    "provider, model, dimensions",
+    [("vertex", "text-embedding-005", 768), ("bedrock", "amazon.titan-embed-text-v2:0", 1024)],
+)
+def test_switching_to_a_provider_with_batch_embeddings_moves_kb_embeddings(
     include_copy,  # noqa: F811
     monkeypatch,
     provider,
+    model,
+    dimensions,
 ):
-    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)  # what make demo PROVIDER=... and the tests do
-    assert load_workload_file(include_copy / "workloads" / "kb_embeddings.yaml").spec.provider.name == "openai"
-    assert load_workload_file(include_copy / "workloads" / "ticket_summaries.yaml").spec.provider.name == provider
+    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)
+    kb = load_workload_file(include_copy / "workloads" / "kb_embeddings.yaml")
+    # its default embedding model, at that model's length (the schema's 1536 was OpenAI's)
+    assert (kb.spec.provider.name, kb.spec.provider.model, kb.spec.provider.dimensions) == (provider, model, dimensions)
+    assert kb.output_schema["properties"]["dimensions"]["const"] == dimensions and kb.embeds
+    assert kb.record_key().model == model  # another model: other idempotency keys, never two lengths under one
+    monkeypatch.delenv("BATCH_AI_PROVIDER")
+    with pytest.raises(WorkloadError, match="fixes dimensions.const at 1536"):  # set by hand, the schema still holds
+        load_workload_file(
+            edit_spec(
+                include_copy,
+                "kb_embeddings",
+                **{"provider.name": provider, "provider.model": None, "provider.dimensions": None},
+            )
+        )
+
+
+def test_titan_takes_only_its_own_lengths(include_copy):  # noqa: F811
+    path = edit_spec(
+        include_copy,
+        "kb_embeddings",
+        **{"provider.name": "bedrock", "provider.model": None, "provider.dimensions": 768},
+    )
+    with pytest.raises(
+        WorkloadError, match=r"provider.dimensions 768: amazon.titan-embed-text-v2:0 takes only \[256, 512, 1024\]"
+    ):
+        load_workload_file(path)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +118,26 @@ def test_each_endpoint_builds_its_request(include_copy):  # noqa: F811
     assert line["url"] == "/v1/responses" and body["input"].startswith("Ticket ID: T-1")
     assert body["instructions"] and body["text"]["format"]["type"] == "json_schema" and body["text"]["format"]["strict"]
     assert "maxLength" not in json.dumps(body["text"]["format"]["schema"])  # stripped, as for chat
+
+
+@pytest.mark.parametrize("provider", ["vertex", "bedrock"])
+def test_embedding_requests_on_vertex_and_bedrock(monkeypatch, provider):
+    from batch_ai.providers import adapter_class
+
+    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)
+    load_workload.cache_clear()
+    try:
+        kb = load_workload("kb_embeddings")
+    finally:
+        load_workload.cache_clear()
+    record = {"article_id": "KB-1", "title": "Refunds", "body": "Refunds take 5 days."}
+    adapter = adapter_class(provider)(kb.conn_id)
+    line = adapter.build_request("r1-a1", kb.prompt_for(record), kb.request_options())
+    text = "Refunds\n\nRefunds take 5 days."
+    if provider == "vertex":  # a text-embedding instance; the length goes on the job (modelParameters)
+        assert line == {"content": text, "labels": {"custom_id": "r1-a1"}}
+    else:  # Titan Text Embeddings V2's InvokeModel body
+        assert line == {"recordId": "r1-a1", "modelInput": {"inputText": text, "normalize": True, "dimensions": 1024}}
 
 
 def test_the_vector_validator_is_fast_and_strict():

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from provider_emulator import anthropic_api, core
+from provider_emulator import anthropic_api, core, embeddings
 from provider_emulator.faults import BedrockFaults
 
 PREFIX = "/bedrock"
@@ -168,6 +168,8 @@ class BedrockEmulator(core.JobFlow):
             return converse(model_input, key, self.faults, self.log)
         if "messages" in model_input:  # Anthropic Claude's InvokeModel body
             return anthropic_api.message(model_input, key, self.faults, self.log)
+        if "inputText" in model_input and not embeddings.titan_problem(model_input):  # Titan Text Embeddings V2
+            return embeddings.titan(self.faults, model_input, key, log=self.log)
         return core.LineOutcome(key, "unsupported", None, None, 0, 0), None
 
     # -- the job's life (core.JobFlow) ---------------------------------------------------------
@@ -390,13 +392,20 @@ def router(emu: BedrockEmulator) -> APIRouter:  # noqa: C901 - its endpoints are
     @r.post("/model/{model_id:path}/invoke")
     async def invoke(model_id: str, request: Request):
         body = json.loads(await request.body() or b"{}")
-        if "messages" not in body:
-            return error(400, f"Malformed input request for {model_id}: only the Anthropic Messages body is emulated.")
+        titan = embeddings.is_embedding_model(model_id)
+        problem = embeddings.titan_problem(body) if titan else None
+        if problem or not (titan or "messages" in body):
+            return error(
+                400, problem or f"Malformed input request for {model_id}: only the Anthropic Messages body is emulated."
+            )
         if core.rejected_line(emu.faults, [body]):
             return error(400, f"Malformed input request for {model_id}, please reformat your input and try again.")
-        outcome, message = anthropic_api.message(
-            body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True
-        )
+        if titan:
+            outcome, message = embeddings.titan(emu.faults, body, body["inputText"], realtime=True, log=emu.log)
+        else:
+            outcome, message = anthropic_api.message(
+                body, json.dumps(body.get("messages"), sort_keys=True), emu.faults, emu.log, realtime=True
+            )
         if outcome.failed:
             return error(emu.faults.line_error_status, "Internal server error.")
         return Response(

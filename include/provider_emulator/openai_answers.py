@@ -22,7 +22,7 @@ from provider_emulator.faults import ProviderFaults
 #: Default dimensions of the embedding models the emulator knows (others: 1536).
 EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
-_BROKEN = {
+BROKEN = {
     "non_json": lambda v: v[:3] + [math.nan] + v[4:],
     "bad_enum": lambda v: v[:1] + [math.inf] + v[2:],
     "missing_field": lambda v: [],
@@ -56,8 +56,8 @@ def embed(faults: ProviderFaults, body: dict[str, Any], key: str, *, realtime: b
     data = []
     for i, text in enumerate(texts):
         vector = model.embedding(text, dims)
-        if fault in _BROKEN:
-            vector = _BROKEN[fault](vector)
+        if fault in BROKEN:
+            vector = BROKEN[fault](vector)
         if body.get("encoding_format") == "base64":  # what the SDK asks for unless told otherwise
             vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": i, "embedding": vector})

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from provider_emulator import core
+from provider_emulator import core, embeddings
 from provider_emulator.faults import ProviderFaults
 
 #: the API versions served: the SDKs call v1beta1 (google-genai) or v1, and each answers with the
@@ -198,7 +198,10 @@ class VertexEmulator(core.JobFlow):
     def _load_input(self, job: StoredJob) -> str | None:
         source = (job.body.get("inputConfig") or {}).get("gcsSource", {}).get("uris") or []
         try:
-            job.lines = [item for uri in source for item in core.jsonl_objects(self.gcs.read(uri), uri, "request")]
+            if embeddings.is_embedding_model(job.body.get("model", "")):  # rows {"content": text}
+                job.lines = [x for uri in source for x in embeddings.vertex_instances(self.gcs.read(uri), uri)]
+            else:
+                job.lines = [x for uri in source for x in core.jsonl_objects(self.gcs.read(uri), uri, "request")]
         except core.BadInput as exc:
             return str(exc)
         refused = core.rejected_line(job.faults, job.lines)
@@ -209,24 +212,10 @@ class VertexEmulator(core.JobFlow):
 
     def _end(self, job: StoredJob, state: str | None, done: int) -> None:
         lines = job.lines or []
-        out, ok, failed = [], 0, 0
-        model_name = job.body.get("model", "")
-        for item in lines[:done]:
-            request = item["request"]
-            key = (request.get("labels") or {}).get("custom_id") or json.dumps(request, sort_keys=True)
-            outcome, response = self.generate(request, model_name, key, version=job.api_version)
-            row: dict[str, Any] = {"status": "", "processed_time": core.rfc3339(time.time()), "request": request}
-            if outcome.failed:
-                status = job.faults.line_error_status
-                row["status"] = (
-                    f"{STATUS.get(status, 'INTERNAL')}: "
-                    f"{'Internal error encountered.' if status >= 500 else 'Quota exceeded.'}"
-                )
-                failed += 1
-            else:
-                row["response"] = response
-                ok += 1
-            out.append(row)
+        row = self._embedding_row if embeddings.is_embedding_model(job.body.get("model", "")) else self._row
+        out = [row(job, item) for item in lines[:done]]
+        failed = sum(1 for x in out if x["status"])
+        ok = len(out) - failed
         stamp = datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         prefix = (
             ((job.body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix", "").rstrip("/")
@@ -245,6 +234,29 @@ class VertexEmulator(core.JobFlow):
             if state == "JOB_STATE_FAILED":
                 job.error = {"code": 13, "message": "All requests in the batch failed."}
         job.state, job.ended_at, job.updated_at = state, time.time(), time.time()
+
+    def _row(self, job: StoredJob, item: dict[str, Any]) -> dict[str, Any]:
+        """A Gemini prediction row: the request echoed, its response or its error status."""
+        request = item["request"]
+        key = (request.get("labels") or {}).get("custom_id") or json.dumps(request, sort_keys=True)
+        outcome, response = self.generate(request, job.body.get("model", ""), key, version=job.api_version)
+        row: dict[str, Any] = {"status": "", "processed_time": core.rfc3339(time.time()), "request": request}
+        if outcome.failed:
+            row["status"] = _row_error(job.faults.line_error_status)
+        else:
+            row["response"] = response
+        return row
+
+    def _embedding_row(self, job: StoredJob, instance: dict[str, Any]) -> dict[str, Any]:
+        """A text-embedding prediction row: the instance echoed, its predictions or its error status."""
+        key = (instance.get("labels") or {}).get("custom_id") or json.dumps(instance, sort_keys=True)
+        model_name = job.body.get("model", "")
+        dims = embeddings.vertex_dimensions(model_name, job.body.get("modelParameters"))
+        log = lambda k, f: self.state.log_fault("vertex", k, f)  # noqa: E731
+        prediction = embeddings.vertex_prediction(job.faults, instance, dims, key, log=log)
+        if prediction is None:
+            return {"instance": instance, "status": _row_error(job.faults.line_error_status)}
+        return {"instance": instance, "predictions": [prediction], "status": ""}
 
     def job_obj(self, job: StoredJob) -> dict[str, Any]:
         self.advance(job)
@@ -272,6 +284,10 @@ class VertexEmulator(core.JobFlow):
         if job.error:
             obj["error"] = job.error
         return obj
+
+
+def _row_error(status: int) -> str:
+    return f"{STATUS.get(status, 'INTERNAL')}: {'Internal error encountered.' if status >= 500 else 'Quota exceeded.'}"
 
 
 def router(emu: VertexEmulator) -> APIRouter:
@@ -371,6 +387,13 @@ def _router(emu: VertexEmulator, version: str) -> APIRouter:  # noqa: C901 - its
     @r.post("/publishers/{publisher}/models/{model_action}")
     async def generate_content(project: str, location: str, publisher: str, model_action: str, request: Request):
         model_id, _, action = model_action.partition(":")
+        if action == "predict" and embeddings.is_embedding_model(model_id):
+            log = lambda k, f: emu.state.log_fault("vertex", k, f)  # noqa: E731
+            status, answer = embeddings.vertex_predict(emu.faults, model_id, await request.json(), log)
+            # Python's encoder, as the result files use: a broken vector's NaN is written, not refused
+            return (
+                Response(json.dumps(answer), media_type="application/json") if status == 200 else error(status, answer)
+            )
         if action != "generateContent":
             return error(404, f"Unknown method {action!r}.")
         body = await request.json()

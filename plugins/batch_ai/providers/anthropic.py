@@ -111,7 +111,9 @@ class AnthropicBatchProvider(BatchProvider):
     def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
         return {"custom_id": custom_id, "params": self._params(prompt, options)}
 
-    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+    def submit(
+        self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str], dimensions: int | None = None
+    ) -> JobInfo:
         """Message Batches take the requests in the create call's body: the SDK is given them as a
         list (bounded by the job: at most 100,000 requests, 256 MB)."""
         import anthropic

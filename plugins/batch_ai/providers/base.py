@@ -37,6 +37,7 @@ __all__ = [
     "Result",
     "error_kind_for_http_status",
     "jsonl_line",
+    "loads_result_line",
     "request_size",
     "split_jsonl",
     "strip_keywords",
@@ -190,9 +191,12 @@ class BatchProvider(abc.ABC):
         """The provider's request line for one record."""
 
     @abc.abstractmethod
-    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+    def submit(
+        self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str], dimensions: int | None = None
+    ) -> JobInfo:
         """Create a job for the requests (a :class:`~batch_ai.providers.request_file.RequestFile`),
-        tagged with ``token`` so :meth:`find_job` can find it."""
+        tagged with ``token`` so :meth:`find_job` can find it. ``dimensions``: an embeddings job's
+        vector length, for a provider that sets it on the job rather than in each request."""
 
     @abc.abstractmethod
     def find_job(self, token: str, expected: JobExpectation | None = None) -> JobInfo | None:
@@ -298,6 +302,22 @@ def split_jsonl(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 yield line.removesuffix(b"\r")
     if rest.strip():
         yield rest.removesuffix(b"\r")
+
+
+_NON_FINITE = (b"NaN", b"Infinity")
+
+
+def loads_result_line(line: bytes) -> Any:
+    """A result line. An embedding holding ``NaN`` or ``Infinity`` (not JSON, but what Python's
+    own encoder writes) is read, so that validation rejects the vector, not the whole line."""
+    try:
+        return jsonio.loads(line)
+    except ValueError:
+        if not any(token in line for token in _NON_FINITE):
+            raise
+        import json
+
+        return json.loads(line)
 
 
 def to_jsonl(requests: Sequence[dict[str, Any]]) -> bytes:

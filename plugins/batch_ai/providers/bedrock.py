@@ -2,7 +2,9 @@
 
 ``BedrockHook``/``BedrockRuntimeHook`` and ``S3Hook`` take credentials, region and endpoints
 from the Airflow AWS connection (``service_config`` may point each service elsewhere). Records
-use Claude's InvokeModel body with a forced tool for structured output. The job name and
+use Claude's InvokeModel body with a forced tool for structured output; embeddings
+(``endpoint: embeddings``) use Titan Text Embeddings V2's body ``{inputText, dimensions,
+normalize}`` and read ``{embedding, inputTextTokenCount}`` back. The job name and
 ``clientRequestToken`` are the submission token: Bedrock itself de-duplicates a retried create,
 and a retried task finds the job by name.
 
@@ -20,7 +22,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from batch_ai import jsonio
 from batch_ai.errors import StageError
 from batch_ai.providers.anthropic import claude_params, claude_result
 from batch_ai.providers.base import (
@@ -33,6 +34,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    loads_result_line,
 )
 from batch_ai.providers.request_file import RequestFile
 from batch_ai.providers.staging import S3Store, StagingMixin
@@ -110,7 +112,13 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
     # -- requests --------------------------------------------------------------------------
 
     def _body(self, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
-        """Claude's InvokeModel body: the Messages parameters, the model named by the job instead."""
+        """Claude's InvokeModel body: the Messages parameters, the model named by the job instead;
+        for embeddings, Titan's (a unit vector of the workload's length)."""
+        if options.endpoint == "embeddings":
+            titan: dict[str, Any] = {"inputText": prompt.user, "normalize": True}
+            if options.dimensions:
+                titan["dimensions"] = options.dimensions
+            return titan
         body = claude_params(prompt, options, self.unsupported_keywords)
         del body["model"]
         return {"anthropic_version": ANTHROPIC_VERSION, **body, "temperature": options.temperature}
@@ -120,7 +128,9 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+    def submit(
+        self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str], dimensions: int | None = None
+    ) -> JobInfo:
         source = self.stage_input(token, requests)
         prefix = source.rsplit("/", 1)[0]
         arn = self.bedrock.create_model_invocation_job(
@@ -187,7 +197,7 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
     @staticmethod
     def _parse_record(line: bytes, where: str, number: int) -> Result:
         try:
-            record = jsonio.loads(line)
+            record = loads_result_line(line)
             custom_id = record["recordId"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(where, number, f"not a batch output record ({exc})")
@@ -196,6 +206,8 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
             code = err.get("errorCode")
             kind = error_kind_for_http_status(int(code)) if str(code).isdigit() else ErrorKind.UNKNOWN
             return Result(custom_id, error_kind=kind, error_message=f"{code}: {err.get('errorMessage')}")
+        if "inputText" in (record.get("modelInput") or {}):
+            return titan_result(custom_id, record.get("modelOutput") or {})
         return claude_result(custom_id, record.get("modelOutput") or {})
 
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
@@ -213,6 +225,17 @@ class BedrockBatchProvider(StagingMixin, BatchProvider):
                 error_message=str(exc)[:500],
                 request_id=meta.get("RequestId"),
             )
-        result = claude_result(custom_id, json.loads(response["body"].read()))
+        answer = json.loads(response["body"].read())
+        read = titan_result if options.endpoint == "embeddings" else claude_result
+        result = read(custom_id, answer)
         result.request_id = response.get("ResponseMetadata", {}).get("RequestId") or result.request_id
         return result
+
+
+def titan_result(custom_id: str, output: dict[str, Any]) -> Result:
+    """Titan Text Embeddings' answer ``{"embedding", "inputTextTokenCount"}``, as sent; the
+    validator judges the vector."""
+    tokens = int(output.get("inputTextTokenCount") or 0)
+    if output.get("embedding") is None:
+        return Result(custom_id, output_text="", input_tokens=tokens)
+    return Result(custom_id, vector=output["embedding"], input_tokens=tokens)

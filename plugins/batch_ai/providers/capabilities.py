@@ -166,9 +166,10 @@ class Capabilities:
             offered = p.extra.get("embeddings") or {}
             if not offered.get("batch"):
                 why = f" ({offered['note']})" if offered.get("note") else ""
+                others = [n for n, c in self.providers.items() if "embeddings" in c.endpoints]
                 raise ValueError(
                     f"provider.endpoint is embeddings, but {provider} offers no embeddings in batch{why}; "
-                    f"{where}.embeddings says so. Use a provider that does (openai)."
+                    f"{where}.embeddings says so. Use a provider that does ({', '.join(others)})."
                 )
         if endpoint not in p.endpoints:
             note = (p.extra.get("embeddings") or {}).get("note") if endpoint == "embeddings" else None

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from batch_ai import jsonio
 from batch_ai.providers import openai_endpoints as endpoints
 from batch_ai.providers.base import (
     BatchProvider,
@@ -26,6 +25,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    loads_result_line,
     split_jsonl,
 )
 from batch_ai.providers.request_file import RequestFile
@@ -90,7 +90,9 @@ class OpenAIBatchProvider(BatchProvider):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+    def submit(
+        self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str], dimensions: int | None = None
+    ) -> JobInfo:
         # the SDK streams a file object into the multipart body
         # a batch serves one endpoint, the one its lines name
         endpoint = next(iter(requests), {}).get("url", ENDPOINT)
@@ -180,7 +182,7 @@ class OpenAIBatchProvider(BatchProvider):
     @staticmethod
     def _parse_line(line: bytes, file_id: str, number: int) -> Result:
         try:
-            item = _loads(line)
+            item = loads_result_line(line)
             custom_id = item["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(f"result file {file_id}", number, f"not a batch result line ({exc})")
@@ -226,19 +228,3 @@ def _line_result(custom_id: str, item: dict[str, Any]) -> Result:
         error_kind=error_kind_for_http_status(status),
         error_message=f"HTTP {status}: {body_error.get('message', 'no message')}",
     )
-
-
-_NON_FINITE = (b"NaN", b"Infinity")
-
-
-def _loads(line: bytes) -> Any:
-    """A result line. An embedding holding ``NaN`` or ``Infinity`` (not JSON, but what Python's
-    own encoder writes) is read, so that validation rejects the vector, not the whole line."""
-    try:
-        return jsonio.loads(line)
-    except ValueError:
-        if not any(token in line for token in _NON_FINITE):
-            raise
-        import json
-
-        return json.loads(line)

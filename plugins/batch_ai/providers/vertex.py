@@ -5,6 +5,11 @@ staged and results are read through the Google provider's ``GCSHook``. Each requ
 its custom id in ``request.labels``, which the prediction rows echo. A job's display name is
 the submission token, so a retried submit finds the job it created by listing.
 
+Embeddings (``endpoint: embeddings``) are batch prediction on a text-embedding model: one
+``{"content": text}`` instance per line, the custom id in its ``labels`` as in a Gemini request
+(the row echoes its instance; that the service keeps that extra key is unconfirmed), and the
+vector length as the job's ``modelParameters.outputDimensionality``.
+
 Connection extras this adapter reads besides the Google provider's own: ``batch_ai_staging_uri``
 (gs://bucket/prefix, if the workload sets none) and ``vertex_base_url`` (another API endpoint,
 e.g. the local emulator).
@@ -17,7 +22,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from batch_ai import jsonio
 from batch_ai.providers.base import (
     BatchProvider,
     ErrorKind,
@@ -28,6 +32,7 @@ from batch_ai.providers.base import (
     RequestOptions,
     Result,
     error_kind_for_http_status,
+    loads_result_line,
     per_schema,
     strip_keywords,
 )
@@ -157,19 +162,22 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
         }
 
     def build_request(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> dict[str, Any]:
+        if options.endpoint == "embeddings":  # a text-embedding instance, echoed in its row
+            return {"content": prompt.user, "labels": {"custom_id": custom_id}}
         request = self._request(prompt, options)
         request["labels"] = {"custom_id": custom_id}  # echoed in the prediction row
         return {"request": request}
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str]) -> JobInfo:
+    def submit(
+        self, requests: RequestFile, token: str, *, model: str, labels: dict[str, str], dimensions: int | None = None
+    ) -> JobInfo:
         source = self.stage_input(token, requests)
-        job = self.client.batches.create(
-            model=model,
-            src=source,
-            config={"dest": source.rsplit("/", 1)[0] + "/output", "display_name": token},
-        )
+        config: dict[str, Any] = {"dest": source.rsplit("/", 1)[0] + "/output", "display_name": token}
+        if dimensions:  # an embeddings job: the SDK has no field for the model's parameters
+            config["http_options"] = {"extra_body": {"modelParameters": {"outputDimensionality": dimensions}}}
+        job = self.client.batches.create(model=model, src=source, config=config)
         log.info("created batch prediction job %s for %s", job.name, token)
         return self._info(job)
 
@@ -225,8 +233,9 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
     @staticmethod
     def _parse_row(line: bytes, where: str, number: int) -> Result:
         try:
-            row = jsonio.loads(line)
-            custom_id = row["request"]["labels"]["custom_id"]
+            row = loads_result_line(line)
+            echoed = row["request"] if "request" in row else row["instance"]  # Gemini, text embedding
+            custom_id = echoed["labels"]["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             return Result.unreadable(where, number, f"not a prediction row with our custom id ({exc})")
         if row.get("status"):
@@ -234,11 +243,16 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
             return Result(
                 custom_id, error_kind=_ROW_ERRORS.get(code, ErrorKind.UNKNOWN), error_message=str(row["status"])[:500]
             )
+        if "instance" in row:
+            predictions = row.get("predictions")
+            return _from_embedding(custom_id, predictions[0] if isinstance(predictions, list) and predictions else {})
         return _from_response(custom_id, row.get("response") or {})
 
     def realtime(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
         from google.genai import errors
 
+        if options.endpoint == "embeddings":
+            return self._embed_now(custom_id, prompt, options)
         request = self._request(prompt, options)
         config = request["generationConfig"]
         try:
@@ -258,6 +272,31 @@ class VertexBatchProvider(StagingMixin, BatchProvider):
                 custom_id, error_kind=error_kind_for_http_status(exc.code or 500), error_message=str(exc)[:500]
             )
         return _from_response(custom_id, response.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    def _embed_now(self, custom_id: str, prompt: Prompt, options: RequestOptions) -> Result:
+        """One text's embedding through the model's ``:predict`` (the SDK's ``embed_content``)."""
+        from google.genai import errors
+
+        config = {"output_dimensionality": options.dimensions} if options.dimensions else None
+        try:
+            response = self.client.models.embed_content(model=options.model, contents=prompt.user, config=config)
+        except errors.APIError as exc:
+            return Result(
+                custom_id, error_kind=error_kind_for_http_status(exc.code or 500), error_message=str(exc)[:500]
+            )
+        first = (response.embeddings or [None])[0]
+        return _from_embedding(custom_id, {"embeddings": first.model_dump() if first else {}})
+
+
+def _from_embedding(custom_id: str, prediction: dict[str, Any]) -> Result:
+    """A text-embedding prediction ``{"embeddings": {"values", "statistics": {"token_count"}}}``,
+    as sent; the validator judges the vector."""
+    embedding = prediction.get("embeddings") or {}
+    statistics = embedding.get("statistics") or {}
+    tokens = int(statistics.get("token_count") or statistics.get("tokenCount") or 0)
+    if embedding.get("values") is None:
+        return Result(custom_id, output_text="", input_tokens=tokens)
+    return Result(custom_id, vector=embedding["values"], input_tokens=tokens)
 
 
 def _from_response(custom_id: str, response: dict[str, Any]) -> Result:

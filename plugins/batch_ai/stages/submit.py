@@ -132,6 +132,7 @@ def _create(workload: Workload, ledger: Ledger, adapter: BatchProvider, job, run
                 job.token,
                 model=workload.spec.provider.model,
                 labels={"batch_ai_workload": workload.name, "batch_ai_run": run.run_id[:200]},
+                dimensions=options.dimensions,
             )
         except JobRefused as exc:
             log.warning("the provider refused job %s when it was created: %s", job.token, exc)

@@ -360,6 +360,9 @@ class WorkloadSpec(_Strict):
             default, largest = caps.embedding_dimensions(filled.model)
             if filled.dimensions is not None and filled.dimensions > largest:
                 raise ValueError(f"provider.dimensions {filled.dimensions} is over the {largest} of {filled.model}")
+            allowed = caps.models[filled.model].get("allowed_dimensions")
+            if filled.dimensions is not None and allowed and filled.dimensions not in allowed:
+                raise ValueError(f"provider.dimensions {filled.dimensions}: {filled.model} takes only {allowed}")
             filled = filled.model_copy(update={"dimensions": filled.dimensions or default})
         elif filled.dimensions is not None:
             raise ValueError("provider.dimensions is for provider.endpoint: embeddings only")

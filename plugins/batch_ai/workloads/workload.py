@@ -33,10 +33,12 @@ from batch_ai.workloads.spec import VersionedFile, WorkloadSpec
 class Workload:
     """A validated spec together with the prompt and schema files it names."""
 
-    def __init__(self, spec: WorkloadSpec, path: Path, root: Path):
+    def __init__(self, spec: WorkloadSpec, path: Path, root: Path, *, moved: bool = False):
         self.spec = spec
         self.path = path
         self.root = root
+        #: moved to another provider by ``BATCH_AI_PROVIDER`` (its model and vector length are that provider's)
+        self.moved = moved
         self.prompt_path = root / spec.prompt.file
         self.schema_path = root / spec.output_schema.file
         for what, p in (("prompt", self.prompt_path), ("output_schema", self.schema_path)):
@@ -84,7 +86,7 @@ class Workload:
                 )
         if not update:
             return self
-        return Workload(s.model_copy(update=update), self.path, self.root)
+        return Workload(s.model_copy(update=update), self.path, self.root, moved=self.moved)
 
     def with_target(self, target: str | None) -> Workload:
         """This workload on one evaluation target (``provider:model``)."""
@@ -94,7 +96,9 @@ class Workload:
         match = next((t for t in (s.evaluation.targets if s.evaluation else []) if t.key == target), None)
         if match is None:
             raise WorkloadError(self.path, f"{target} is not one of the evaluation targets")
-        return Workload(s.model_copy(update={"provider": match.provider_spec(s.provider)}), self.path, self.root)
+        return Workload(
+            s.model_copy(update={"provider": match.provider_spec(s.provider)}), self.path, self.root, moved=self.moved
+        )
 
     # identity -------------------------------------------------------------------------
     @property
@@ -234,7 +238,12 @@ class Workload:
             )
         fixed = props["dimensions"].get("const")
         wanted = self.spec.provider.dimensions
-        if fixed != wanted:
+        if fixed != wanted and self.moved:
+            # the switch runs it on another provider's default embedding model, at that model's
+            # length: a new model is a new idempotency key already, so no two lengths meet
+            dimensions = {**props["dimensions"], "const": wanted}
+            self.output_schema = {**self.output_schema, "properties": {**props, "dimensions": dimensions}}
+        elif fixed != wanted:
             raise WorkloadError(
                 self.path,
                 f"provider.dimensions is {wanted} ({self.spec.provider.model}), but {self.spec.output_schema.file} "
@@ -299,8 +308,12 @@ def load_workload_file(path: Path) -> Workload:
         raise WorkloadError(path, f"not valid YAML: {exc}") from None
     override = os.environ.get(PROVIDER_OVERRIDE)
     provider = raw.get("provider") if isinstance(raw, dict) else None
-    if override and isinstance(provider, dict) and provider.get("name") != override and _serves(override, provider):
-        keep = {k: v for k, v in provider.items() if k not in ("name", "model", "conn_id", "region")}
+    moved = bool(
+        override and isinstance(provider, dict) and provider.get("name") != override and _serves(override, provider)
+    )
+    if moved:
+        # the model, and the vector length it was chosen for, become the new provider's defaults
+        keep = {k: v for k, v in provider.items() if k not in ("name", "model", "conn_id", "region", "dimensions")}
         raw["provider"] = {**keep, "name": override}
     try:
         spec = WorkloadSpec.model_validate(raw)
@@ -309,4 +322,4 @@ def load_workload_file(path: Path) -> Workload:
         raise WorkloadError(path, problems) from None
     if spec.name != path.stem:
         raise WorkloadError(path, f"name {spec.name!r} must match the file name {path.stem!r}")
-    return Workload(spec, path, include_dir())
+    return Workload(spec, path, include_dir(), moved=moved)
