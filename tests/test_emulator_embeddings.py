@@ -17,12 +17,12 @@ from batch_ai.providers.bedrock import BedrockBatchProvider
 from batch_ai.providers.request_file import RequestFile
 from batch_ai.providers.vertex import VertexBatchProvider
 from batch_ai.validation.vectors import VectorValidator
-from batch_ai.workloads import load_workload
 from provider_emulator.model import embedding
 from test_emulator_bedrock import ROLE, outputs
 from test_emulator_bedrock import wait as wait_bedrock
 from test_emulator_vertex import BUCKET
 from test_emulator_vertex import wait as wait_vertex
+from test_workloads_endpoints import kb_embeddings_on
 
 VERTEX_MODEL = "text-embedding-005"
 TITAN = "amazon.titan-embed-text-v2:0"
@@ -173,12 +173,7 @@ def test_bedrock_titan_invoke_model_in_real_time(aws):
 def test_the_adapter_submits_collects_and_samples_embeddings(openai_conn, monkeypatch, provider):
     """The adapter itself, through the Airflow connections to the emulator: the job's vector length
     (Vertex: on the job; Bedrock: in each record), results matched by custom id, the sample call."""
-    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)
-    load_workload.cache_clear()
-    try:
-        kb = load_workload("kb_embeddings")
-    finally:
-        load_workload.cache_clear()
+    kb = kb_embeddings_on(provider, monkeypatch)
     # a length other than the model's default, so the job's own setting is what gives it
     adapter, options = adapter_for(kb), replace(kb.request_options(), dimensions=256)
     records = {f"c{i}": {"article_id": f"KB-{i}", "title": f"Article {i}", "body": text(i)} for i in range(100)}

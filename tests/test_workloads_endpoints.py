@@ -30,6 +30,17 @@ def test_switching_every_workload_to_anthropic_keeps_kb_embeddings_on_its_own(in
     assert load_workload_file(include_copy / "workloads" / "ticket_summaries.yaml").spec.provider.name == "anthropic"
 
 
+def kb_embeddings_on(provider: str, monkeypatch):
+    """kb_embeddings as ``BATCH_AI_PROVIDER=<provider>`` loads it (the per-process cache cleared
+    around it, so no other test sees that workload)."""
+    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)
+    load_workload.cache_clear()
+    try:
+        return load_workload("kb_embeddings")
+    finally:
+        load_workload.cache_clear()
+
+
 @pytest.mark.parametrize(
     "provider, model, dimensions",
     [("vertex", "text-embedding-005", 768), ("bedrock", "amazon.titan-embed-text-v2:0", 1024)],
@@ -124,12 +135,7 @@ def test_each_endpoint_builds_its_request(include_copy):  # noqa: F811
 def test_embedding_requests_on_vertex_and_bedrock(monkeypatch, provider):
     from batch_ai.providers import adapter_class
 
-    monkeypatch.setenv("BATCH_AI_PROVIDER", provider)
-    load_workload.cache_clear()
-    try:
-        kb = load_workload("kb_embeddings")
-    finally:
-        load_workload.cache_clear()
+    kb = kb_embeddings_on(provider, monkeypatch)
     record = {"article_id": "KB-1", "title": "Refunds", "body": "Refunds take 5 days."}
     adapter = adapter_class(provider)(kb.conn_id)
     line = adapter.build_request("r1-a1", kb.prompt_for(record), kb.request_options())
