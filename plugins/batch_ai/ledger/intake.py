@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, bindparam, select, update
 
+from batch_ai.ledger import copy
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.bulk import STEP, in_set
 from batch_ai.ledger.common import Change, IntakeRow, RecordKey, utcnow
@@ -206,14 +206,11 @@ class _Pass:
 
     def insert(self, new_rows: Sequence[IntakeRow]) -> dict[str, int]:
         """Insert the records new rows make, with their first audit row; returns their ids."""
-        rc = t.records.c
-        dialect_insert = postgresql.insert if self.ledger.is_postgres else sqlite.insert
-        key_columns = ["workload", "source_id", "prompt_version", "model", "schema_version"]
         if not new_rows:
             return {}
-        # one statement compiled once, its rows sent in pages (SQLAlchemy's insertmanyvalues)
-        stmt = dialect_insert(t.records).on_conflict_do_nothing(index_elements=key_columns)
-        result = self.conn.execute(stmt.returning(rc.id, rc.source_id), [self._new_record(r) for r in new_rows])
+        key_columns = ["workload", "source_id", "prompt_version", "model", "schema_version"]
+        records = [self._new_record(r) for r in new_rows]
+        result = copy.insert_new(self.conn, t.records, records, key_columns, returning=["id", "source_id"])
         inserted: dict[str, int] = {r.source_id: r.id for r in result}
         audit = [
             {
@@ -229,8 +226,7 @@ class _Pass:
             for r in new_rows
             if r.source_id in inserted
         ]
-        if audit:
-            self.conn.execute(insert(t.audit), audit)
+        copy.insert_rows(self.conn, t.audit, audit)
         return inserted
 
     @staticmethod
@@ -287,18 +283,8 @@ class _Pass:
             if fresh_input is not None:
                 refresh.append(fresh_input)
         if refresh:  # a queued record's content changed: it is sent with the new content
-            stmt = (
-                update(t.records)
-                .where(t.records.c.id == bindparam("p_id"))
-                .values(
-                    input=bindparam("p_input"),
-                    content_hash=bindparam("p_hash"),
-                    source_date=bindparam("p_date"),
-                    attempts=0,  # attempts count per content
-                    updated_at=self.now,
-                )
-            )
-            self.conn.execute(stmt, refresh)
+            # attempts count per content
+            copy.update_by_id(self.conn, t.records, refresh, attempts=0, updated_at=self.now)
         self.ledger.apply(self.conn, changes, actor=self.actor, run_id=self.run_id)
 
     def _decide(self, r: IntakeRow, old) -> tuple[Change | None, dict[str, Any] | None]:
@@ -313,7 +299,7 @@ class _Pass:
             return None, None
         if old.state == State.QUEUED:
             self.outcome["requeued"] += 1
-            return None, {"p_id": old.id, "p_input": r.data, "p_hash": r.content_hash, "p_date": r.source_date}
+            return None, {"id": old.id, "input": r.data, "content_hash": r.content_hash, "source_date": r.source_date}
         if old.state in REQUEUE_ON_CHANGE:
             self.outcome["requeued"] += 1
             # attempts count per content: the new content has not been tried yet
@@ -366,4 +352,4 @@ class _Pass:
                     "reason": reason,
                 }
             )
-        self.conn.execute(insert(t.intake), intake_rows)
+        copy.insert_rows(self.conn, t.intake, intake_rows)

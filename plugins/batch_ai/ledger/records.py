@@ -11,9 +11,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from batch_ai.errors import IllegalTransition
+from batch_ai.ledger import copy
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.bulk import STEP, in_set, keyset_pages
 from batch_ai.ledger.common import Change, RecordKey, chunks, utcnow
@@ -77,8 +78,7 @@ class RecordsMixin:
             }
             for c in changes
         ]
-        for part in chunks(audit):
-            conn.execute(insert(t.audit), list(part))
+        copy.insert_rows(conn, t.audit, audit)
         return list(changes)
 
     def _current(self, conn: Connection, changes: Sequence[Change]) -> dict[int, Any]:
@@ -101,7 +101,7 @@ class RecordsMixin:
 
     @staticmethod
     def _write_changes(conn: Connection, changes: Sequence[Change], now) -> None:
-        """One ``UPDATE ... WHERE id = ?`` statement per set of changed columns, in chunks."""
+        """One set-based update per set of changed columns (:func:`copy.update_by_id`)."""
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for c in changes:
             values = c.values
@@ -109,17 +109,9 @@ class RecordsMixin:
                 values = {**values, "job_id": None}  # queued again: free for any job to take
             if "gated_run_id" not in values:
                 values = {**values, "gated_run_id": None}  # what a gate checked was the record before
-            params = {f"p_{k}": v for k, v in values.items()}
-            params.update(p_id=c.record_id, p_state=str(c.to))
-            by_columns.setdefault(tuple(sorted(values)), []).append(params)
-        for cols, params in by_columns.items():
-            stmt = (
-                update(t.records)
-                .where(t.records.c.id == bindparam("p_id"))
-                .values(state=bindparam("p_state"), updated_at=now, **{k: bindparam(f"p_{k}") for k in cols})
-            )
-            for part in chunks(params):
-                conn.execute(stmt, list(part))
+            by_columns.setdefault(tuple(sorted(values)), []).append({"id": c.record_id, "state": str(c.to), **values})
+        for rows in by_columns.values():
+            copy.update_by_id(conn, t.records, rows, updated_at=now)
 
     def transition(self, changes: Sequence[Change], **kwargs) -> list[Change]:
         with self.engine.begin() as conn:
