@@ -125,7 +125,13 @@ def commonai_rate(outputs: list[Path], workdir: Path) -> dict:
 
 
 def bench_one(
-    n: int, backend: str, env: dict[str, str], stages=STAGES, commonai: bool = False, profiles: Path | None = None
+    n: int,
+    backend: str,
+    env: dict[str, str],
+    stages=STAGES,
+    commonai: bool = False,
+    profiles: Path | None = None,
+    quiet: bool = False,
 ) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="batch-ai-bench-") as tmp, ledger_url(backend, Path(tmp)) as url:
         workdir = Path(tmp)
@@ -150,7 +156,8 @@ def bench_one(
             elif stage == "publish":
                 limit = raw.bulk_insert_rate(url, n)
             rows.append({"n": n, "backend": backend, **result, "limit_rps": limit})
-            print(format_row(rows[-1]), flush=True)
+            if not quiet:
+                print(format_row(rows[-1]), flush=True)
             if stage == "collect" and commonai:
                 peer = commonai_rate(outputs, workdir)
                 rows[-1]["commonai_rps"] = peer["records_per_second"]
@@ -213,6 +220,54 @@ def format_extras(rows: list[dict], parse: dict | None) -> str:
     return "\n".join(lines)
 
 
+def _misses(r: dict) -> bool:
+    if r["stage"] not in GOALS or not r.get("limit_rps"):
+        return False
+    return r["records"] / r["seconds"] / r["limit_rps"] < GOALS[r["stage"]]
+
+
+def format_why(rows: list[dict], profiled: list[dict]) -> str:
+    """For each stage whose ratio goal the table misses: its profile (at one size, per ledger), how
+    much of its time the database driver's calls took, and what ratio the database work alone
+    would allow: when even that is under the goal, no Python change can meet it."""
+    missed = {(r["stage"], r["backend"]) for r in rows if _misses(r)}
+    peer = next((r for r in rows if "commonai_rps" in r), None)
+    lines = ["## Why the goals missed are missed", ""]
+    if not profiled:
+        return "\n".join([*lines, "(not profiled: `--why-at 0`)"])
+    lines.append(
+        f"Each stage profiled at {profiled[0]['n']:,} records (cProfile: its Python side runs slower than in "
+        "the table, the database's time does not). *Database* is the time inside the driver's calls "
+        "(the statements, COPY and the round trips); *database-only ratio* is the ratio the stage would "
+        "reach if its Python side took no time at all."
+    )
+    for p in profiled:
+        if (p["stage"], p["backend"]) not in missed or "db_s" not in p:
+            continue
+        goal = GOALS[p["stage"]]
+        db_rps = p["records"] / p["db_s"] if p["db_s"] else float("inf")
+        ceiling = db_rps / p["limit_rps"]
+        verdict = (
+            f"under the goal {goal:.2f} even with no Python at all: the goal is out of reach for a stage "
+            "that writes these rows per record to this database"
+            if ceiling < goal
+            else f"over the goal {goal:.2f}: the Python side is what misses it"
+        )
+        lines += [
+            "",
+            f"**{p['stage']}, {p['backend']}**: {p['profiled_s']:.1f} s profiled, database {p['db_s']:.1f} s "
+            f"({p['db_s'] / p['profiled_s']:.0%}); database-only {db_rps:,.0f} rec/s, ratio {ceiling:.2f}: {verdict}.",
+            "Top entries by own time: " + "; ".join(f"`{name}` {own:.2f} s" for name, own in p["top"][:6]),
+        ]
+        if p["stage"] == "collect" and peer and p["backend"] == peer["backend"]:
+            times = db_rps / peer["commonai_rps"]
+            lines.append(
+                f"Against common.ai's result handling ({peer['commonai_rps']:,} rec/s, which writes one JSONL "
+                f"file and keeps no ledger): the database work alone allows {times:.1f}× (goal 2×)."
+            )
+    return "\n".join(lines)
+
+
 def parse_goal() -> float:
     from parse import MAX_PARSE_S
 
@@ -227,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commonai-at", type=int, default=100_000, help="compare collect with common.ai at this N")
     parser.add_argument("--night", type=int, default=1_000_000, help="records of the whole-night run (0: none)")
     parser.add_argument("--profile", action="store_true", help="profile each stage (slower) into results/profiles/")
+    parser.add_argument(
+        "--why-at", type=int, default=100_000, help="profile every stage at this N, to say why a goal is missed (0: no)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run that only checks the benchmark works")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -252,9 +310,19 @@ def main(argv: list[str] | None = None) -> int:
                 if profiles:
                     profiles.mkdir(parents=True, exist_ok=True)
                 rows += bench_one(n, backend, env, stages, commonai=peer, profiles=profiles)
+        profiled = []
+        why_n = 2000 if args.smoke else args.why_at
+        if why_n:
+            with tempfile.TemporaryDirectory(prefix="batch-ai-profiles-") as scratch:
+                where = Path(scratch) if args.smoke else args.results / "profiles"
+                where.mkdir(parents=True, exist_ok=True)
+                for backend in backends:
+                    profiled += bench_one(why_n, backend, env, stages, profiles=where, quiet=True)
     parse = parse_times()
     extras = format_extras(rows, parse)
     print(extras, flush=True)
+    why = format_why(rows, profiled)
+    print(why, flush=True)
     nights = []
     if args.night:
         import night
@@ -266,11 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         args.results.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d")
         table = HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n"
-        text = f"# make bench, {stamp}\n\n{table}\n{extras}\n"
+        text = f"# make bench, {stamp}\n\n{table}\n{extras}\n\n{why}\n"
         text += "".join("\n" + night.format_night(r) + "\n" for r in nights)
         (args.results / "latest.md").write_text(text)
         (args.results / "latest.json").write_text(
-            json.dumps({"stages": rows, "parse": parse, "nights": nights}, indent=1) + "\n"
+            json.dumps({"stages": rows, "profiled": profiled, "parse": parse, "nights": nights}, indent=1) + "\n"
         )
     return 0
 
