@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
-from batch_ai.ledger import copy
+from batch_ai.ledger import bulk_write
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.bulk import STEP, in_set
 from batch_ai.ledger.common import Change, IntakeRow, RecordKey, utcnow
@@ -210,7 +210,7 @@ class _Pass:
             return {}
         key_columns = ["workload", "source_id", "prompt_version", "model", "schema_version"]
         records = [self._new_record(r) for r in new_rows]
-        result = copy.insert_new(self.conn, t.records, records, key_columns, returning=["id", "source_id"])
+        result = bulk_write.insert_new(self.conn, t.records, records, key_columns, returning=["id", "source_id"])
         inserted: dict[str, int] = {r.source_id: r.id for r in result}
         audit = [
             {
@@ -226,7 +226,7 @@ class _Pass:
             for r in new_rows
             if r.source_id in inserted
         ]
-        copy.insert_rows(self.conn, t.audit, audit)
+        bulk_write.insert_rows(self.conn, t.audit, audit)
         return inserted
 
     @staticmethod
@@ -284,7 +284,7 @@ class _Pass:
                 refresh.append(fresh_input)
         if refresh:  # a queued record's content changed: it is sent with the new content
             # attempts count per content
-            copy.update_by_id(self.conn, t.records, refresh, attempts=0, updated_at=self.now)
+            bulk_write.update_by_id(self.conn, t.records, refresh, attempts=0, updated_at=self.now)
         self.ledger.apply(self.conn, changes, actor=self.actor, run_id=self.run_id)
 
     def _decide(self, r: IntakeRow, old) -> tuple[Change | None, dict[str, Any] | None]:
@@ -352,4 +352,4 @@ class _Pass:
                     "reason": reason,
                 }
             )
-        copy.insert_rows(self.conn, t.intake, intake_rows)
+        bulk_write.insert_rows(self.conn, t.intake, intake_rows)

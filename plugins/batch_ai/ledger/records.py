@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, update
 
 from batch_ai.errors import IllegalTransition
-from batch_ai.ledger import copy
+from batch_ai.ledger import bulk_write
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.bulk import STEP, in_set, keyset_pages
 from batch_ai.ledger.common import Change, RecordKey, chunks, utcnow
@@ -78,7 +78,7 @@ class RecordsMixin:
             }
             for c in changes
         ]
-        copy.insert_rows(conn, t.audit, audit)
+        bulk_write.insert_rows(conn, t.audit, audit)
         return list(changes)
 
     def _current(self, conn: Connection, changes: Sequence[Change]) -> dict[int, Any]:
@@ -101,7 +101,7 @@ class RecordsMixin:
 
     @staticmethod
     def _write_changes(conn: Connection, changes: Sequence[Change], now) -> None:
-        """One set-based update per set of changed columns (:func:`copy.update_by_id`)."""
+        """One set-based update per set of changed columns (:func:`bulk_write.update_by_id`)."""
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for c in changes:
             values = c.values
@@ -111,7 +111,7 @@ class RecordsMixin:
                 values = {**values, "gated_run_id": None}  # what a gate checked was the record before
             by_columns.setdefault(tuple(sorted(values)), []).append({"id": c.record_id, "state": str(c.to), **values})
         for rows in by_columns.values():
-            copy.update_by_id(conn, t.records, rows, updated_at=now)
+            bulk_write.update_by_id(conn, t.records, rows, updated_at=now)
 
     def transition(self, changes: Sequence[Change], **kwargs) -> list[Change]:
         with self.engine.begin() as conn:

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, cast, delete, func, not_, or_, select, update
+from sqlalchemy import String, and_, cast, delete, func, not_, or_, select, update
 
 from batch_ai import jsonio
+from batch_ai.ledger import bulk_write
 from batch_ai.ledger import tables as t
 from batch_ai.ledger.bulk import STEP, in_set, keyset_pages
 from batch_ai.ledger.common import utcnow
@@ -73,19 +74,14 @@ class RetentionMixin:
                 continue
             values = [
                 {
-                    "p_id": r.id,
-                    "p_input": {PRUNED: stamp, "content_hash": r.content_hash},
-                    "p_output": {PRUNED: stamp, "sha256": _digest(r.output)} if r.output is not None else None,
+                    "id": r.id,
+                    "input": {PRUNED: stamp, "content_hash": r.content_hash},
+                    "output": {PRUNED: stamp, "sha256": _digest(r.output)} if r.output is not None else None,
                 }
                 for r in page
             ]
             with self.engine.begin() as conn:
-                conn.execute(
-                    update(t.records)
-                    .where(rc.id == bindparam("p_id"))
-                    .values(input=bindparam("p_input"), output=bindparam("p_output")),
-                    values,
-                )
+                bulk_write.update_by_id(conn, t.records, values)
         return done
 
     def prune_audit(self, workload: str, before: datetime, *, dry_run: bool) -> dict[str, int]:

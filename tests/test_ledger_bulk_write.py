@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import insert, select, update
 
-from batch_ai.ledger import copy
+from batch_ai.ledger import bulk_write
 from batch_ai.ledger import tables as t
 
 KEY = ["workload", "source_id", "prompt_version", "model", "schema_version"]
@@ -54,7 +54,7 @@ def _read(conn, ids) -> list[dict]:
 
 def test_inserts_and_updates_store_what_sqlalchemy_stores(ledger):
     with ledger.engine.begin() as conn:
-        ours = copy.insert_new(conn, t.records, [_record(i, s) for i, s in enumerate(HOSTILE)], KEY, ["id"])
+        ours = bulk_write.insert_new(conn, t.records, [_record(i, s) for i, s in enumerate(HOSTILE)], KEY, ["id"])
         theirs = conn.execute(
             insert(t.records).returning(t.records.c.id),
             [{**_record(i, s), "workload": "copy_ref"} for i, s in enumerate(HOSTILE)],
@@ -69,14 +69,14 @@ def test_inserts_and_updates_store_what_sqlalchemy_stores(ledger):
 
         same()
         # a second insert of the same keys inserts nothing (ON CONFLICT DO NOTHING)
-        again = copy.insert_new(conn, t.records, [_record(0, HOSTILE[0])], KEY, ["id"])
+        again = bulk_write.insert_new(conn, t.records, [_record(0, HOSTILE[0])], KEY, ["id"])
         assert again == []
 
         # updates: JSON (None included), text, integers, dates, a column set for all rows
         def change(i: int, s: str) -> dict:
             return {"state": "completed", "output": {"summary": s, "i": i} if i % 3 else None, "error_message": s}
 
-        copy.update_by_id(
+        bulk_write.update_by_id(
             conn, t.records, [{"id": rid, **change(i, s)} for i, (rid, s) in enumerate(zip(ours, HOSTILE))], attempts=7
         )
         for i, (rid, s) in enumerate(zip(theirs, HOSTILE)):
@@ -87,12 +87,12 @@ def test_inserts_and_updates_store_what_sqlalchemy_stores(ledger):
 @pytest.mark.parametrize("rows", [0, 12_345])
 def test_audit_rows_in_bulk(ledger, rows):
     with ledger.engine.begin() as conn:
-        (rid,) = copy.insert_new(conn, t.records, [_record(1, "x")], KEY, ["id"])[0]
+        (rid,) = bulk_write.insert_new(conn, t.records, [_record(1, "x")], KEY, ["id"])[0]
         audit = [
             {"record_id": rid, "from_state": None, "to_state": "queued", "at": NOW, "actor": f"a\t{i}", "reason": "r"}
             for i in range(rows)
         ]
-        copy.insert_rows(conn, t.audit, audit)
+        bulk_write.insert_rows(conn, t.audit, audit)
         stored = conn.execute(select(t.audit.c.actor, t.audit.c.at).where(t.audit.c.record_id == rid)).all()
     assert sorted(a for a, _ in stored) == sorted(f"a\t{i}" for i in range(rows))
     assert all(at.replace(tzinfo=at.tzinfo or UTC) == NOW for _, at in stored)
