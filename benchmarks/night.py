@@ -95,12 +95,37 @@ def format_night(r: dict) -> str:
         "(the emulator validating and answering, and the `wait` tasks)",
         f"- pipeline overhead **{r['overhead_s']:.0f} s** (goal ≤ {MAX_OVERHEAD_S} s: {overhead_ok})",
         f"- peak RSS **{r['peak_rss_mb']:.0f} MB** (goal ≤ {MAX_RSS_MB} MB: {rss_ok})",
+        *_night_why(r, overhead_ok, rss_ok),
         "",
         "| task | seconds |",
         "|---|---:|",
         *(f"| {t['task']} | {t['seconds']:.1f} |" for t in r["tasks"]),
     ]
     return "\n".join(lines)
+
+
+def _night_why(r: dict, overhead_ok: str, rss_ok: str) -> list[str]:
+    """Why a night's goal is missed: where its time went (the stages, summed over their jobs and
+    rounds), and what its peak RSS measures."""
+    lines = []
+    if overhead_ok != "met":
+        per_stage: dict[str, float] = {}
+        for t in r["tasks"]:
+            stage = t["task"].split("[")[0].rsplit(".", 1)[-1]
+            per_stage[stage] = per_stage.get(stage, 0.0) + t["seconds"]
+        top = sorted(per_stage.items(), key=lambda kv: kv[1], reverse=True)[:6]
+        lines.append(
+            "- why: the overhead is the stages' own work per record (their profiles are in the why of the "
+            "stage table), summed per stage: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in top)
+            + " (submit includes the emulator answering)"
+        )
+    if rss_ok != "met":
+        lines.append(
+            "- why: `airflow dags test` runs every task in this one process, so its peak holds Airflow, the "
+            "providers and great-expectations at once; each stage's own peak is the stage table's"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
