@@ -101,9 +101,9 @@ def profile_summary(profiler, path: Path, top: int = 8) -> dict:
     import io
     import pstats
 
-    stats = pstats.Stats(profiler)
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(20)
     path.write_text(text.getvalue())
     entries = [(pstats.func_std_string(func), value[2]) for func, value in stats.stats.items()]
     db = sum(own for name, own in entries if any(call in name for call in DRIVER_CALLS))
